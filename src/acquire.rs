@@ -1,0 +1,331 @@
+//! The one waiting loop: queueing, attempts, backoff, deadline, wake-ups and cancellation.
+//!
+//! A lock kind supplies a non-blocking attempt ([`LockKind::attempt`]); everything about
+//! *waiting* lives here, once, for every kind and for both the async API and the blocking
+//! wrappers (which drive the same future on the calling thread).
+//!
+//! One acquisition goes through these steps:
+//!
+//! 1. Join the path's in-process queue ([`Local`]).
+//! 2. Wait until it is at the head of the queue and no holder in this process is in its way.
+//!    Waiting here costs nothing: the task is woken by the release or departure that lets it
+//!    in.
+//! 3. Attempt. Success: leave the queue as a holder. Contention (another process): pause for
+//!    the next backoff interval, ending the pause early if a wake-up source fires (today: a
+//!    release in this process), then go to step 2. Any other failure ends the acquisition.
+//! 4. When the deadline passes, the attempt that ends at the deadline is the last one.
+//!
+//! Cancellation: every resource the loop owns (queue place, timer, in-flight attempt) is
+//! released by `Drop`. An attempt never waits for the lock, so dropping the future between
+//! polls leaves nothing behind. An attempt on the blocking pool owns the file it opens; if
+//! the future is gone when it finishes, the pool drops the result, which closes the file and
+//! so releases the lock.
+
+use std::fmt;
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use async_io::Timer;
+
+use crate::backoff::{Backoff, Pauses};
+use crate::local::{Local, Ticket};
+use crate::trace::debug;
+use crate::Error;
+
+/// One kind of lock, as the waiting loop sees it.
+pub(crate) trait LockKind: Send + Sync + 'static {
+    /// Proof that the lock is held; dropping it releases the lock.
+    type Held: Send + 'static;
+
+    /// Whether an attempt may block its thread. Async acquisitions then run attempts on the
+    /// `blocking` crate's pool.
+    const ATTEMPT_BLOCKS: bool;
+
+    /// Checks that the lock can be attempted at all and returns the in-process queue for its
+    /// path. Called once per acquisition, before its first attempt.
+    fn prepare(&self) -> Result<Arc<Local>, Error>;
+
+    /// The path errors and events name.
+    fn path(&self) -> &Path;
+
+    /// One attempt that never waits for another holder. `Ok(None)`: held elsewhere.
+    fn attempt(&self, shared: bool) -> Result<Option<Self::Held>, Error>;
+
+    /// The lock's default time limit (`None`: wait until acquired).
+    fn timeout(&self) -> Option<Duration>;
+
+    /// The pause between attempts against a holder in another process.
+    fn backoff(&self) -> Backoff;
+}
+
+/// How long one acquisition may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Limit {
+    /// The lock's default.
+    Default,
+    /// Until the given duration has passed (`None`: forever); running out is a `Timeout`.
+    After(Option<Duration>),
+    /// Exactly one attempt; contention is `WouldBlock`.
+    Once,
+}
+
+/// The waiting loop for one acquisition of `K`, as a future.
+pub(crate) struct WaitLoop<K: LockKind> {
+    kind: Arc<K>,
+    shared: bool,
+    limit: Limit,
+    /// Run attempts on the polling thread even if they may block (the blocking wrappers do:
+    /// their caller asked to block).
+    inline: bool,
+    run: Option<Run<K>>,
+    finished: bool,
+}
+
+/// The state of an acquisition that has started (been polled).
+struct Run<K: LockKind> {
+    local: Arc<Local>,
+    /// Our place in the queue; `None` once we left it.
+    ticket: Option<Ticket>,
+    start: Instant,
+    deadline: Option<Instant>,
+    pauses: Pauses,
+    /// While backing off after contention: when the pause ends.
+    pause_end: Option<Instant>,
+    sleep: Sleep,
+    /// An attempt running on the blocking pool.
+    in_flight: Option<blocking::Task<Result<Option<K::Held>, Error>>>,
+}
+
+impl<K: LockKind> WaitLoop<K> {
+    pub(crate) fn new(kind: Arc<K>, shared: bool, limit: Limit) -> WaitLoop<K> {
+        WaitLoop {
+            kind,
+            shared,
+            limit,
+            inline: false,
+            run: None,
+            finished: false,
+        }
+    }
+
+    /// Sets the time limit; only effective before the first poll.
+    pub(crate) fn set_limit(&mut self, limit: Limit) {
+        self.limit = limit;
+    }
+
+    /// Runs attempts on the thread that polls.
+    pub(crate) fn inline(mut self) -> WaitLoop<K> {
+        self.inline = true;
+        self
+    }
+
+    pub(crate) fn kind(&self) -> &Arc<K> {
+        &self.kind
+    }
+
+    pub(crate) fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    /// The time limit this acquisition runs with, once the lock's default is applied.
+    pub(crate) fn effective_limit(&self) -> Limit {
+        match self.limit {
+            Limit::Default => Limit::After(self.kind.timeout()),
+            l => l,
+        }
+    }
+
+    fn start(&self) -> Result<Run<K>, Error> {
+        let local = self.kind.prepare()?;
+        let start = Instant::now();
+        let deadline = match self.effective_limit() {
+            Limit::Once => Some(start),
+            Limit::After(Some(d)) => start.checked_add(d),
+            Limit::After(None) | Limit::Default => None,
+        };
+        let ticket = local.enqueue(self.shared);
+        Ok(Run {
+            local,
+            ticket: Some(ticket),
+            start,
+            deadline,
+            pauses: Pauses::new(self.kind.backoff()),
+            pause_end: None,
+            sleep: Sleep {
+                timer: Timer::never(),
+                at: None,
+            },
+            in_flight: None,
+        })
+    }
+
+    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Result<K::Held, Error>> {
+        if self.run.is_none() {
+            self.run = Some(self.start()?);
+        }
+        let run = self.run.as_mut().expect("started above");
+        let kind = &self.kind;
+        loop {
+            if let Some(task) = &mut run.in_flight {
+                let outcome = match Pin::new(task).poll(cx) {
+                    Poll::Ready(outcome) => outcome,
+                    Poll::Pending => return Poll::Pending,
+                };
+                run.in_flight = None;
+                if let Some(done) = run.settle(kind, self.limit, outcome) {
+                    return Poll::Ready(done);
+                }
+                continue;
+            }
+            let ticket = run.ticket.as_ref().expect("an unfinished run is queued");
+            if let Some(end) = run.pause_end {
+                // Backing off after contention: until the pause ends, or a release in this
+                // process wakes us.
+                if !run.local.notified(ticket, cx.waker()) && !run.sleep.until(end, cx) {
+                    return Poll::Pending;
+                }
+                run.pause_end = None;
+            }
+            if !run.local.admit(ticket, cx.waker()) {
+                // Queued behind another waiter or a holder in this process: it wakes us.
+                match run.deadline {
+                    Some(deadline) if Instant::now() >= deadline => {
+                        return Poll::Ready(Err(run.give_up(kind, self.limit)));
+                    }
+                    Some(deadline) if run.sleep.until(deadline, cx) => continue,
+                    _ => return Poll::Pending,
+                }
+            }
+            debug!(path = ?kind.path(), shared = self.shared, "attempting lock");
+            if K::ATTEMPT_BLOCKS && !self.inline {
+                let (kind, shared) = (kind.clone(), self.shared);
+                run.in_flight = Some(blocking::unblock(move || kind.attempt(shared)));
+                continue;
+            }
+            let outcome = kind.attempt(self.shared);
+            if let Some(done) = run.settle(kind, self.limit, outcome) {
+                return Poll::Ready(done);
+            }
+        }
+    }
+}
+
+impl<K: LockKind> Run<K> {
+    /// Handles an attempt's outcome: `Some` ends the acquisition.
+    fn settle(
+        &mut self,
+        kind: &K,
+        limit: Limit,
+        outcome: Result<Option<K::Held>, Error>,
+    ) -> Option<Result<K::Held, Error>> {
+        let ticket = self.ticket.take().expect("an attempting run is queued");
+        match outcome {
+            Ok(Some(held)) => {
+                self.local.acquired(ticket);
+                debug!(path = ?kind.path(), waited = ?self.start.elapsed(), "lock acquired");
+                Some(Ok(held))
+            }
+            Err(e) => {
+                self.local.leave(ticket);
+                debug!(path = ?kind.path(), error = %e, "lock attempt failed");
+                Some(Err(e))
+            }
+            Ok(None) => {
+                self.ticket = Some(ticket);
+                let now = Instant::now();
+                if self.deadline.is_some_and(|d| now >= d) {
+                    return Some(Err(self.give_up(kind, limit)));
+                }
+                let pause = self.pauses.next_pause();
+                let end = now.checked_add(pause).unwrap_or(now);
+                self.pause_end = Some(self.deadline.map_or(end, |d| end.min(d)));
+                debug!(path = ?kind.path(), delay = ?pause, "lock held elsewhere, waiting");
+                None
+            }
+        }
+    }
+
+    /// Leaves the queue and says why.
+    fn give_up(&mut self, kind: &K, limit: Limit) -> Error {
+        if let Some(ticket) = self.ticket.take() {
+            self.local.leave(ticket);
+        }
+        if limit == Limit::Once {
+            return Error::would_block(kind.path());
+        }
+        let waited = self.start.elapsed();
+        debug!(path = ?kind.path(), waited = ?waited, "timed out waiting for lock");
+        Error::timeout(kind.path(), waited)
+    }
+
+}
+
+/// A timer that is re-armed only when the instant changes.
+struct Sleep {
+    timer: Timer,
+    at: Option<Instant>,
+}
+
+impl Sleep {
+    /// Polls a timer for `at`; `true` once that instant has passed.
+    fn until(&mut self, at: Instant, cx: &mut Context<'_>) -> bool {
+        if self.at != Some(at) {
+            self.timer.set_at(at);
+            self.at = Some(at);
+        }
+        if Pin::new(&mut self.timer).poll(cx).is_ready() {
+            self.at = None;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl<K: LockKind> Drop for Run<K> {
+    fn drop(&mut self) {
+        // Cancel a pool attempt first (a late success is released when the pool drops it),
+        // then give our place in the queue to the next waiter.
+        self.in_flight = None;
+        if let Some(ticket) = self.ticket.take() {
+            self.local.leave(ticket);
+        }
+    }
+}
+
+impl<K: LockKind> Future for WaitLoop<K> {
+    type Output = Result<K::Held, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        assert!(!this.finished, "an acquire future was polled after it completed");
+        let out = this.poll_run(cx);
+        if out.is_ready() {
+            this.finished = true;
+            this.run = None;
+        }
+        out
+    }
+}
+
+impl<K: LockKind> fmt::Debug for WaitLoop<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match (&self.run, self.finished) {
+            (_, true) => "finished",
+            (None, false) => "not started",
+            (Some(run), _) if run.in_flight.is_some() => "attempting",
+            (Some(run), _) if run.pause_end.is_some() => "backing off",
+            (Some(_), _) => "queued",
+        };
+        f.debug_struct("Acquire")
+            .field("path", &self.kind.path())
+            .field("shared", &self.shared)
+            .field("limit", &self.effective_limit())
+            .field("state", &state)
+            .finish()
+    }
+}

@@ -1,0 +1,374 @@
+//! Locks for synchronous code: the same locks, waited for by blocking the calling thread.
+//!
+//! [`FileLock`] here wraps [`crate::FileLock`] and drives the very same waiting loop on the
+//! calling thread, so it needs no async runtime, and it excludes (and is excluded by) async
+//! users of the same path in the same or other processes.
+//!
+//! Like Python filelock's default, it is **re-entrant per thread**: a thread that holds the
+//! lock through a `FileLock` (or a clone of it) may acquire it again; each acquisition returns
+//! a guard, and the OS lock is released when the thread's last guard is dropped. A thread that
+//! holds it shared and asks for exclusive gets a [`Deadlock`](crate::ErrorKind::Deadlock)
+//! error rather than waiting for itself, and so does a thread that asks, without a time
+//! limit, for a path it already holds through *another* `FileLock`.
+//!
+//! Do not call these methods from an async task: they block the thread. Use
+//! [`crate::FileLock`] there.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::time::Duration;
+//! use async_filelock::blocking::FileLock;
+//!
+//! let lock = FileLock::new(std::env::temp_dir().join("doc-blocking.lock"));
+//! let outer = lock.acquire()?;
+//! let inner = lock.acquire()?; // re-entrant in this thread
+//! assert_eq!(lock.lock_counter(), 2);
+//! drop(inner);
+//! drop(outer);
+//! assert!(!lock.is_locked());
+//!
+//! let guard = lock.acquire_timeout(Duration::from_secs(5))?;
+//! # drop(guard);
+//! # Ok::<(), async_filelock::Error>(())
+//! ```
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, ThreadId};
+use std::time::Duration;
+
+use crate::acquire::{Limit, LockKind};
+use crate::{Backoff, Error};
+
+/// A cross-process file lock for synchronous code, re-entrant per thread.
+///
+/// See the [module documentation](self) for the semantics; the options are those of
+/// [`crate::FileLock`].
+#[derive(Clone)]
+pub struct FileLock {
+    lock: crate::FileLock,
+    holds: Arc<Mutex<HashMap<ThreadId, Hold>>>,
+}
+
+/// One thread's hold: the OS lock and how many guards share it.
+struct Hold {
+    guard: crate::FileLockGuard,
+    count: usize,
+}
+
+thread_local! {
+    /// Paths (by their in-process state) this thread holds through any blocking `FileLock`,
+    /// with the number of locks holding each: a second lock asking for one of them would wait
+    /// for this very thread.
+    static HELD: RefCell<HashMap<usize, usize>> = RefCell::new(HashMap::new());
+}
+
+impl FileLock {
+    /// Creates a lock for the file at `path` with default options. No I/O happens here.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let lock = async_filelock::blocking::FileLock::new("/tmp/script.lock");
+    /// # let _ = lock;
+    /// ```
+    pub fn new(path: impl AsRef<Path>) -> FileLock {
+        FileLock::from(crate::FileLock::new(path))
+    }
+
+    /// Starts building a lock with options; see [`crate::FileLockBuilder`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let lock = async_filelock::blocking::FileLock::builder("/tmp/script.lock")
+    ///     .timeout(Duration::from_secs(3))
+    ///     .build()?;
+    /// # Ok::<(), async_filelock::Error>(())
+    /// ```
+    pub fn builder(path: impl AsRef<Path>) -> FileLockBuilder {
+        FileLockBuilder(crate::FileLock::builder(path))
+    }
+
+    /// The path of the lock file, as given.
+    pub fn path(&self) -> &Path {
+        self.lock.path()
+    }
+
+    /// The async lock this one wraps.
+    pub fn as_async(&self) -> &crate::FileLock {
+        &self.lock
+    }
+
+    /// Blocks until the lock is held exclusively (or the lock's timeout passes).
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::FileLock::acquire`], plus [`Deadlock`](crate::ErrorKind::Deadlock) when
+    /// this thread holds the lock shared, or holds the path through another lock and no time
+    /// limit is set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let lock = async_filelock::blocking::FileLock::new(std::env::temp_dir().join("doc-b1.lock"));
+    /// let guard = lock.acquire()?;
+    /// assert!(lock.is_locked());
+    /// # drop(guard);
+    /// # Ok::<(), async_filelock::Error>(())
+    /// ```
+    pub fn acquire(&self) -> Result<FileLockGuard, Error> {
+        self.acquire_with(false, Limit::Default)
+    }
+
+    /// Blocks until the lock is held shared (or the lock's timeout passes).
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](FileLock::acquire).
+    pub fn acquire_shared(&self) -> Result<FileLockGuard, Error> {
+        self.acquire_with(true, Limit::Default)
+    }
+
+    /// Blocks until the lock is held exclusively or `timeout` passes; `Duration::ZERO` means
+    /// one attempt.
+    ///
+    /// # Errors
+    ///
+    /// [`Timeout`](crate::ErrorKind::Timeout) when the time runs out; otherwise as
+    /// [`acquire`](FileLock::acquire).
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<FileLockGuard, Error> {
+        self.acquire_with(false, Limit::After(Some(timeout)))
+    }
+
+    /// Blocks until the lock is held shared or `timeout` passes.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire_timeout`](FileLock::acquire_timeout).
+    pub fn acquire_shared_timeout(&self, timeout: Duration) -> Result<FileLockGuard, Error> {
+        self.acquire_with(true, Limit::After(Some(timeout)))
+    }
+
+    /// Makes one attempt to take the lock exclusively, without waiting. Succeeds at once if
+    /// this thread already holds it exclusively through this lock.
+    ///
+    /// # Errors
+    ///
+    /// [`WouldBlock`](crate::ErrorKind::WouldBlock) when the lock is held elsewhere; otherwise
+    /// as [`acquire`](FileLock::acquire).
+    pub fn try_acquire(&self) -> Result<FileLockGuard, Error> {
+        self.acquire_with(false, Limit::Once)
+    }
+
+    /// Makes one attempt to take the lock shared, without waiting.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_acquire`](FileLock::try_acquire).
+    pub fn try_acquire_shared(&self) -> Result<FileLockGuard, Error> {
+        self.acquire_with(true, Limit::Once)
+    }
+
+    /// How many guards the calling thread holds through this lock (and its clones).
+    pub fn lock_counter(&self) -> usize {
+        self.holds()
+            .get(&thread::current().id())
+            .map_or(0, |h| h.count)
+    }
+
+    /// Whether the calling thread holds this lock.
+    pub fn is_locked(&self) -> bool {
+        self.lock_counter() > 0
+    }
+
+    fn holds(&self) -> MutexGuard<'_, HashMap<ThreadId, Hold>> {
+        self.holds.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn acquire_with(&self, shared: bool, limit: Limit) -> Result<FileLockGuard, Error> {
+        let thread = thread::current().id();
+        if let Some(hold) = self.holds().get_mut(&thread) {
+            if hold.guard.is_shared() && !shared {
+                return Err(Error::deadlock(
+                    hold.guard.path(),
+                    "this thread holds it shared, and asking for it exclusively would wait \
+                     for itself (release the shared guards first)",
+                ));
+            }
+            hold.count += 1;
+            return Ok(self.guard(thread));
+        }
+        let key = Arc::as_ptr(&self.lock.hard.prepare()?) as usize;
+        let forever = match limit {
+            Limit::Default => self.lock.timeout().is_none(),
+            Limit::After(t) => t.is_none(),
+            Limit::Once => false,
+        };
+        if forever && HELD.with(|h| h.borrow().contains_key(&key)) {
+            return Err(Error::deadlock(
+                self.lock.hard.path(),
+                "this thread already holds it through another lock object, so waiting would \
+                 never end",
+            ));
+        }
+        let guard = self.lock.acquire_inline(shared, limit)?;
+        self.holds().insert(thread, Hold { guard, count: 1 });
+        HELD.with(|h| *h.borrow_mut().entry(key).or_default() += 1);
+        Ok(self.guard(thread))
+    }
+
+    fn guard(&self, thread: ThreadId) -> FileLockGuard {
+        FileLockGuard {
+            lock: self.clone(),
+            thread,
+            done: false,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// Ends one level of the thread's hold; the last level releases the OS lock.
+    fn leave(&self, thread: ThreadId) -> Result<(), Error> {
+        let last = {
+            let mut holds = self.holds();
+            let Some(hold) = holds.get_mut(&thread) else {
+                return Ok(());
+            };
+            hold.count -= 1;
+            if hold.count > 0 {
+                return Ok(());
+            }
+            holds.remove(&thread).expect("present above")
+        };
+        let key = Arc::as_ptr(last.guard.lock_local()) as usize;
+        HELD.with(|h| {
+            let mut h = h.borrow_mut();
+            if let Some(n) = h.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    h.remove(&key);
+                }
+            }
+        });
+        last.guard.release()
+    }
+}
+
+impl From<crate::FileLock> for FileLock {
+    /// Wraps an async lock (sharing its options) for use from synchronous code.
+    fn from(lock: crate::FileLock) -> FileLock {
+        FileLock {
+            lock,
+            holds: Arc::default(),
+        }
+    }
+}
+
+impl fmt::Debug for FileLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("blocking::FileLock")
+            .field("lock", &self.lock)
+            .field("lock_counter", &self.lock_counter())
+            .finish()
+    }
+}
+
+/// One level of a thread's hold on a [`blocking::FileLock`](FileLock).
+///
+/// Dropping it ends that level; dropping the thread's last guard releases the lock. It is
+/// not `Send`: the hold belongs to the thread that took it, as re-entrancy is counted per
+/// thread.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct FileLockGuard {
+    lock: FileLock,
+    thread: ThreadId,
+    done: bool,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl FileLockGuard {
+    /// Whether the thread's hold is shared. A shared request made while the thread holds the
+    /// lock exclusively joins the exclusive hold, so this can be `false` for it.
+    pub fn is_shared(&self) -> bool {
+        self.lock
+            .holds()
+            .get(&self.thread)
+            .is_some_and(|h| h.guard.is_shared())
+    }
+
+    /// The path of the locked file.
+    pub fn path(&self) -> &Path {
+        self.lock.path()
+    }
+
+    /// Ends this level of the hold, reporting an error from releasing the OS lock if this was
+    /// the last level.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::FileLockGuard::release`].
+    pub fn release(mut self) -> Result<(), Error> {
+        self.done = true;
+        self.lock.leave(self.thread)
+    }
+}
+
+impl Drop for FileLockGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.lock.leave(self.thread);
+        }
+    }
+}
+
+impl fmt::Debug for FileLockGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("blocking::FileLockGuard")
+            .field("path", &self.path())
+            .field("shared", &self.is_shared())
+            .finish()
+    }
+}
+
+/// Options for a [`blocking::FileLock`](FileLock); the same as [`crate::FileLockBuilder`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `.build()` is called"]
+pub struct FileLockBuilder(crate::FileLockBuilder);
+
+impl FileLockBuilder {
+    /// See [`crate::FileLockBuilder::timeout`].
+    pub fn timeout(self, timeout: Duration) -> FileLockBuilder {
+        FileLockBuilder(self.0.timeout(timeout))
+    }
+
+    /// See [`crate::FileLockBuilder::backoff`].
+    pub fn backoff(self, backoff: Backoff) -> FileLockBuilder {
+        FileLockBuilder(self.0.backoff(backoff))
+    }
+
+    /// See [`crate::FileLockBuilder::mode`].
+    pub fn mode(self, mode: u32) -> FileLockBuilder {
+        FileLockBuilder(self.0.mode(mode))
+    }
+
+    /// See [`crate::FileLockBuilder::delete_on_release`].
+    pub fn delete_on_release(self, delete: bool) -> FileLockBuilder {
+        FileLockBuilder(self.0.delete_on_release(delete))
+    }
+
+    /// Checks the options and builds the lock.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::FileLockBuilder::build`].
+    pub fn build(self) -> Result<FileLock, Error> {
+        self.0.build().map(FileLock::from)
+    }
+}

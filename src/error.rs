@@ -1,0 +1,254 @@
+//! The error type shared by every lock in the crate.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What went wrong, in a form a program can match on.
+///
+/// Obtained from [`Error::kind`]. The list may grow in later releases, so a `match` needs a
+/// wildcard arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The lock was still held elsewhere when the acquisition's time limit ran out.
+    ///
+    /// Converts to [`io::ErrorKind::TimedOut`].
+    Timeout,
+    /// The lock is held elsewhere and the call was a single attempt
+    /// ([`FileLock::try_acquire`](crate::FileLock::try_acquire)).
+    ///
+    /// Converts to [`io::ErrorKind::WouldBlock`].
+    WouldBlock,
+    /// The operating system refused access to the lock file or its directory.
+    PermissionDenied,
+    /// A component of the path does not exist and could not be created.
+    NotFound,
+    /// The path names something other than a regular file: a directory, a symbolic link, a
+    /// FIFO, a device or a socket.
+    NotAFile,
+    /// An argument was rejected before any I/O: an empty path, a NUL byte, an invalid option.
+    InvalidInput,
+    /// Taking this lock in this thread would wait for a lock the same thread already holds.
+    Deadlock,
+    /// The platform or file system cannot lock files (for example `flock` returned `ENOSYS`).
+    Unsupported,
+    /// Any other I/O error; [`Error::source`](std::error::Error::source) has the details.
+    Io,
+}
+
+impl ErrorKind {
+    fn io_kind(self) -> io::ErrorKind {
+        match self {
+            ErrorKind::Timeout => io::ErrorKind::TimedOut,
+            ErrorKind::WouldBlock => io::ErrorKind::WouldBlock,
+            ErrorKind::PermissionDenied => io::ErrorKind::PermissionDenied,
+            ErrorKind::NotFound => io::ErrorKind::NotFound,
+            ErrorKind::NotAFile | ErrorKind::InvalidInput => io::ErrorKind::InvalidInput,
+            ErrorKind::Deadlock => io::ErrorKind::Deadlock,
+            ErrorKind::Unsupported => io::ErrorKind::Unsupported,
+            ErrorKind::Io => io::ErrorKind::Other,
+        }
+    }
+}
+
+/// An error from acquiring or releasing a lock.
+///
+/// Every error names the lock's path, and printing it gives a sentence a person can act on:
+///
+/// ```text
+/// timed out after 2.0s waiting for the lock on "/tmp/build.lock"
+/// cannot lock "/tmp/build.lock": permission denied (os error 13)
+/// cannot lock "/tmp/cache": it is a directory, not a regular file
+/// ```
+///
+/// The underlying I/O error, when there is one, is returned by
+/// [`source`](std::error::Error::source). An `Error` converts into [`std::io::Error`], so `?`
+/// works in functions that return `io::Result`.
+///
+/// # Examples
+///
+/// ```
+/// use async_filelock::{ErrorKind, FileLock};
+///
+/// let dir = std::env::temp_dir().join("async-filelock-doc-error");
+/// let lock = FileLock::new(dir.join("demo.lock"));
+/// let guard = lock.try_acquire()?;
+///
+/// // A second attempt on the same path while the guard lives is told the lock is taken.
+/// let err = FileLock::new(dir.join("demo.lock")).try_acquire().unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::WouldBlock);
+/// assert_eq!(err.path(), Some(dir.join("demo.lock").as_path()));
+/// drop(guard);
+/// # Ok::<(), async_filelock::Error>(())
+/// ```
+pub struct Error {
+    repr: Box<Repr>,
+}
+
+struct Repr {
+    kind: ErrorKind,
+    path: Option<PathBuf>,
+    detail: Option<Cow<'static, str>>,
+    waited: Option<Duration>,
+    source: Option<io::Error>,
+}
+
+impl Error {
+    fn new(kind: ErrorKind) -> Error {
+        Error {
+            repr: Box::new(Repr {
+                kind,
+                path: None,
+                detail: None,
+                waited: None,
+                source: None,
+            }),
+        }
+    }
+
+    pub(crate) fn with_path(mut self, path: &Path) -> Error {
+        self.repr.path = Some(path.to_path_buf());
+        self
+    }
+
+    pub(crate) fn timeout(path: &Path, waited: Duration) -> Error {
+        let mut e = Error::new(ErrorKind::Timeout).with_path(path);
+        e.repr.waited = Some(waited);
+        e
+    }
+
+    pub(crate) fn would_block(path: &Path) -> Error {
+        Error::new(ErrorKind::WouldBlock).with_path(path)
+    }
+
+    pub(crate) fn invalid(detail: impl Into<Cow<'static, str>>) -> Error {
+        let mut e = Error::new(ErrorKind::InvalidInput);
+        e.repr.detail = Some(detail.into());
+        e
+    }
+
+    pub(crate) fn not_a_file(path: &Path, what: &'static str) -> Error {
+        let mut e = Error::new(ErrorKind::NotAFile).with_path(path);
+        e.repr.detail = Some(Cow::Borrowed(what));
+        e
+    }
+
+    pub(crate) fn deadlock(path: &Path, why: &'static str) -> Error {
+        let mut e = Error::new(ErrorKind::Deadlock).with_path(path);
+        e.repr.detail = Some(Cow::Borrowed(why));
+        e
+    }
+
+    /// Wraps an I/O error from an operation on `path`, choosing the kind from the error.
+    pub(crate) fn io(path: &Path, source: io::Error) -> Error {
+        let kind = match source.kind() {
+            io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
+                ErrorKind::PermissionDenied
+            }
+            io::ErrorKind::NotFound => ErrorKind::NotFound,
+            io::ErrorKind::InvalidInput | io::ErrorKind::InvalidFilename => {
+                ErrorKind::InvalidInput
+            }
+            io::ErrorKind::IsADirectory => ErrorKind::NotAFile,
+            io::ErrorKind::Unsupported => ErrorKind::Unsupported,
+            _ => ErrorKind::Io,
+        };
+        let mut e = Error::new(kind).with_path(path);
+        e.repr.source = Some(source);
+        e
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.repr.kind
+    }
+
+    /// The path of the lock this error is about, if it concerns one.
+    ///
+    /// Only errors from option validation (for example a zero backoff interval) have no path.
+    pub fn path(&self) -> Option<&Path> {
+        self.repr.path.as_deref()
+    }
+
+    /// For a [`Timeout`](ErrorKind::Timeout), how long the acquisition waited.
+    pub fn waited(&self) -> Option<Duration> {
+        self.repr.waited
+    }
+
+    /// The operating-system error code behind this error, if there is one.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        self.repr.source.as_ref().and_then(io::Error::raw_os_error)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = &*self.repr;
+        let path = r.path.as_deref().unwrap_or(Path::new(""));
+        match r.kind {
+            ErrorKind::Timeout => {
+                let waited = r.waited.unwrap_or_default();
+                write!(
+                    f,
+                    "timed out after {:.1?} waiting for the lock on {:?}",
+                    waited, path
+                )?;
+            }
+            ErrorKind::WouldBlock => {
+                write!(f, "the lock on {path:?} is held elsewhere")?;
+            }
+            ErrorKind::InvalidInput if r.path.is_none() => f.write_str("invalid lock option")?,
+            _ => write!(f, "cannot lock {path:?}")?,
+        }
+        if let Some(detail) = &r.detail {
+            write!(f, ": {detail}")?;
+        }
+        if let Some(source) = &r.source {
+            write!(f, ": {source}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = &*self.repr;
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &r.kind);
+        if let Some(path) = &r.path {
+            d.field("path", path);
+        }
+        if let Some(detail) = &r.detail {
+            d.field("detail", detail);
+        }
+        if let Some(waited) = &r.waited {
+            d.field("waited", waited);
+        }
+        if let Some(source) = &r.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.repr
+            .source
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<Error> for io::Error {
+    /// Keeps the kind: a [`Timeout`](ErrorKind::Timeout) becomes
+    /// [`TimedOut`](io::ErrorKind::TimedOut), [`WouldBlock`](ErrorKind::WouldBlock) stays
+    /// [`WouldBlock`](io::ErrorKind::WouldBlock), and so on. The original error is kept as the
+    /// payload, so its message and path survive.
+    fn from(err: Error) -> io::Error {
+        io::Error::new(err.kind().io_kind(), err)
+    }
+}

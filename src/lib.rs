@@ -1,0 +1,123 @@
+//! Cross-process file locks whose acquisition is a runtime-agnostic, cancel-safe `Future`.
+//!
+//! A [`FileLock`] names a file; holding its lock keeps every other process (and every other
+//! task and thread in this one) that uses the same path out until the guard is dropped. It is
+//! the lock Python's `filelock` gives scripts, built for async Rust:
+//!
+//! - `lock.acquire().await` works under tokio, smol, `futures_lite::future::block_on` or any
+//!   other executor; the crate depends on no runtime and needs no feature flag per runtime.
+//! - Waiting never blocks a runtime thread: each attempt is a non-blocking OS lock request,
+//!   and between attempts the task sleeps on a timer with a configurable [`Backoff`].
+//! - Dropping the future at any point leaves nothing behind (see [Cancellation](#cancellation)).
+//! - Inside one process, waiters queue in order, only the first touches the file, and a
+//!   release wakes the next waiter at once.
+//! - [`blocking::FileLock`] offers the same lock to synchronous code.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::time::Duration;
+//! use async_filelock::FileLock;
+//!
+//! # futures_lite::future::block_on(async {
+//! let lock = FileLock::new(std::env::temp_dir().join("async-filelock-crate-doc.lock"));
+//!
+//! // Wait as long as it takes.
+//! let guard = lock.acquire().await?;
+//! // ... only one process at a time runs here ...
+//! drop(guard);
+//!
+//! // Or give up after a while: the error says which path and how long it waited.
+//! match lock.acquire().timeout(Duration::from_secs(5)).await {
+//!     Ok(_guard) => { /* ... */ }
+//!     Err(e) => eprintln!("{e}"),
+//! }
+//! # Ok::<(), async_filelock::Error>(())
+//! # }).unwrap();
+//! ```
+//!
+//! # When to use it, and when not
+//!
+//! Use it to keep processes (or tasks) from stepping on a shared file or directory: a cache,
+//! a build output, a single-instance program, a job queue on disk.
+//!
+//! Do not use it:
+//!
+//! - to exclude tasks that never leave one process: `async_lock::Mutex` is far cheaper;
+//! - on network file systems (NFS, SMB, Lustre), where `flock` is unreliable or local to one
+//!   client; lock-file (soft) locks are the tool there;
+//! - against processes that do not lock: OS file locks are advisory on Unix.
+//!
+//! # Cancellation
+//!
+//! Dropping an [`Acquire`] future (a `select!` that chose another branch, a timeout wrapper,
+//! an aborted task) at any point leaves no OS lock held, no file descriptor open, no place in
+//! the in-process queue and no thread that acquires the lock later. This holds because an
+//! attempt never waits for another holder: it either takes the lock, and hands it to the
+//! future at once, or leaves nothing. Where an attempt runs on a thread pool (Windows), the
+//! attempt owns the file it opens, and a success that arrives after the future was dropped is
+//! released as soon as it completes.
+//!
+//! A guard releases the lock synchronously in `Drop` (an unlock and a close, which do not
+//! block on local file systems), so a guard in an aborted task is released too.
+//!
+//! # Re-entrancy
+//!
+//! The async lock is not re-entrant: a task that holds it and acquires it again waits for
+//! itself. The [`blocking`] wrappers are re-entrant per thread, like Python filelock.
+//!
+//! # Platforms
+//!
+//! - **Unix**: `flock(2)` on the lock file. The file is opened without following a symbolic
+//!   link, close-on-exec, non-blocking and never truncated; anything but a regular file at the
+//!   path is an error. After locking, the path is checked to still name the locked file, so
+//!   a file deleted or replaced under a waiter is detected and the attempt starts over.
+//! - **Windows**: `LockFileEx` on the lock file, opened without following reparse points and
+//!   without `FILE_SHARE_DELETE` (so nobody can delete or replace it while anyone holds it
+//!   open). Opening can block, so async attempts run on the [`blocking`](https://docs.rs/blocking)
+//!   crate's thread pool. Closing a handle releases its lock, though Windows documents that
+//!   the release of a killed process's lock may lag.
+//! - **Elsewhere**: acquisition fails with [`ErrorKind::Unsupported`].
+//!
+//! # Implementation
+//!
+//! The timers come from [`async-io`](https://docs.rs/async-io), which runs its own reactor
+//! thread when no `async-io` executor drives it. That is why the same future works under
+//! tokio (even a current-thread runtime without the time driver) and under smol.
+//!
+//! # Logging
+//!
+//! With the `tracing` feature, the crate emits `debug` events for each attempt, each wait
+//! (with its delay), acquisition, timeout and release, each with the lock's path.
+
+#![forbid(unsafe_code)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+
+mod acquire;
+mod backoff;
+pub mod blocking;
+mod error;
+mod guard;
+mod local;
+mod lock;
+mod sys;
+mod trace;
+
+pub use backoff::Backoff;
+pub use error::{Error, ErrorKind};
+pub use guard::FileLockGuard;
+pub use lock::{Acquire, FileLock, FileLockBuilder};
+
+/// The named futures returned by this crate's async methods.
+pub mod futures {
+    pub use crate::lock::Acquire;
+}
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,0 +1,209 @@
+//! What one process knows about a lock path: who holds it here, and who waits, in order.
+//!
+//! The OS lock is what excludes other processes. Inside one process, this queue adds what
+//! the OS lock cannot give:
+//!
+//! - waiters are served in arrival order, and only the waiter at the head of the queue makes
+//!   OS attempts, so a thousand waiting tasks cost the file system no more than one;
+//! - a release in this process wakes the next waiter at once, instead of at its next backoff
+//!   tick;
+//! - nobody attempts the OS lock while a holder in this process makes that attempt pointless
+//!   (an exclusive holder, or shared holders when the head wants exclusive).
+//!
+//! Every [`FileLock`](crate::FileLock) for the same path in one process shares one `Local`,
+//! found through a process-wide registry of weak references.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::task::Waker;
+
+/// The in-process state of one lock path.
+#[derive(Debug, Default)]
+pub(crate) struct Local {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// An exclusive guard exists in this process.
+    exclusive: bool,
+    /// How many shared guards exist in this process.
+    shared: usize,
+    next_ticket: u64,
+    /// Waiters in arrival order. Tickets only grow, so the queue is sorted by ticket and a
+    /// waiter is found by binary search; it keeps its capacity, so queueing does not allocate
+    /// once the process has warmed up.
+    waiters: VecDeque<Waiter>,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    ticket: u64,
+    shared: bool,
+    /// Set when the waiter was woken to try again; cleared when it is admitted to try.
+    notified: bool,
+    waker: Option<Waker>,
+}
+
+/// A place in the queue. Leaving the queue in any way consumes it.
+#[derive(Debug)]
+pub(crate) struct Ticket(u64);
+
+impl State {
+    /// Marks the head waiter notified and returns its waker, if the head could make progress
+    /// now and was not already told.
+    fn wake_head(&mut self) -> Option<Waker> {
+        let (exclusive, shared) = (self.exclusive, self.shared);
+        let head = self.waiters.front_mut()?;
+        let ready = !exclusive && (head.shared || shared == 0);
+        if ready && !head.notified {
+            head.notified = true;
+            head.waker.take()
+        } else {
+            None
+        }
+    }
+
+    fn position(&self, ticket: &Ticket) -> usize {
+        self.waiters
+            .binary_search_by_key(&ticket.0, |w| w.ticket)
+            .expect("a ticket stays queued until it is consumed")
+    }
+
+    fn remove(&mut self, ticket: Ticket) -> Waiter {
+        let i = self.position(&ticket);
+        self.waiters.remove(i).expect("position is in range")
+    }
+
+    fn register(&mut self, ticket: &Ticket, waker: &Waker) -> &mut Waiter {
+        let i = self.position(ticket);
+        let w = &mut self.waiters[i];
+        match &mut w.waker {
+            Some(old) if old.will_wake(waker) => {}
+            slot => *slot = Some(waker.clone()),
+        }
+        w
+    }
+}
+
+impl Local {
+    /// Finds (or creates) the state shared by every lock on `path` in this process.
+    pub(crate) fn for_path(path: &Path) -> Arc<Local> {
+        static REGISTRY: OnceLock<Mutex<Registry>> = OnceLock::new();
+        let mut reg = lock(REGISTRY.get_or_init(Default::default));
+        if let Some(local) = reg.map.get(path).and_then(Weak::upgrade) {
+            return local;
+        }
+        // Forget paths nobody uses any more, at a pace that keeps insertion amortised O(1).
+        if reg.map.len() >= reg.prune_at {
+            reg.map.retain(|_, w| w.strong_count() > 0);
+            reg.prune_at = (reg.map.len() * 2).max(64);
+        }
+        let local = Arc::new(Local::default());
+        reg.map.insert(path.to_path_buf(), Arc::downgrade(&local));
+        local
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// Joins the back of the queue.
+    pub(crate) fn enqueue(&self, shared: bool) -> Ticket {
+        let mut st = self.state();
+        let id = st.next_ticket;
+        st.next_ticket += 1;
+        st.waiters.push_back(Waiter {
+            ticket: id,
+            shared,
+            notified: false,
+            waker: None,
+        });
+        Ticket(id)
+    }
+
+    /// Whether the waiter may make an OS attempt now: it is at the head of the queue and no
+    /// holder in this process stands in its way. If not, `waker` is woken when that changes.
+    pub(crate) fn admit(&self, ticket: &Ticket, waker: &Waker) -> bool {
+        let mut st = self.state();
+        let (exclusive, shared) = (st.exclusive, st.shared);
+        match st.waiters.front_mut() {
+            Some(w) if w.ticket == ticket.0 && !exclusive && (w.shared || shared == 0) => {
+                w.notified = false;
+                true
+            }
+            _ => {
+                st.register(ticket, waker);
+                false
+            }
+        }
+    }
+
+    /// Called while the waiter backs off after contention: whether it was woken since it was
+    /// admitted (then it should try again at once). Otherwise `waker` is woken when it is.
+    pub(crate) fn notified(&self, ticket: &Ticket, waker: &Waker) -> bool {
+        self.state().register(ticket, waker).notified
+    }
+
+    /// The waiter got the OS lock: it leaves the queue and becomes a holder.
+    pub(crate) fn acquired(&self, ticket: Ticket) {
+        let mut st = self.state();
+        let w = st.remove(ticket);
+        if w.shared {
+            st.shared += 1;
+        } else {
+            st.exclusive = true;
+        }
+        // Shared holders let a shared waiter behind them in too.
+        wake_head(st);
+    }
+
+    /// The waiter gave up (timeout, error, or its future was dropped).
+    pub(crate) fn leave(&self, ticket: Ticket) {
+        let mut st = self.state();
+        st.remove(ticket);
+        wake_head(st);
+    }
+
+    /// A holder in this process released its OS lock.
+    pub(crate) fn released(&self, shared: bool) {
+        let mut st = self.state();
+        if shared {
+            st.shared -= 1;
+        } else {
+            st.exclusive = false;
+        }
+        wake_head(st);
+    }
+}
+
+/// Wakes the head waiter if it can make progress now, after unlocking the state.
+fn wake_head(mut st: MutexGuard<'_, State>) {
+    let waker = st.wake_head();
+    drop(st);
+    if let Some(waker) = waker {
+        waker.wake();
+    }
+}
+
+#[derive(Debug)]
+struct Registry {
+    map: HashMap<PathBuf, Weak<Local>>,
+    prune_at: usize,
+}
+
+impl Default for Registry {
+    fn default() -> Registry {
+        Registry {
+            map: HashMap::new(),
+            prune_at: 64,
+        }
+    }
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked: every critical section
+/// here is a handful of infallible field updates.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}

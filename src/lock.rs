@@ -1,0 +1,500 @@
+//! [`FileLock`], its options, and the [`Acquire`] future.
+
+use std::fmt;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use crate::acquire::{Limit, LockKind, WaitLoop};
+use crate::local::Local;
+use crate::{sys, Backoff, Error, FileLockGuard};
+
+/// A cross-process lock on a file, acquired without blocking the async runtime.
+///
+/// The lock is an OS file lock (`flock` on Unix, `LockFileEx` on Windows) on the file at the
+/// given path, which is created (with its parent directories) on first use. It excludes
+/// other processes, and inside one process it excludes other tasks and threads, whether they
+/// use this `FileLock`, a clone of it, or another `FileLock` for the same path.
+///
+/// `FileLock::new` does no I/O. The lock is cheap to clone (clones share their options) and is
+/// `Send + Sync`, so one value can be shared by many tasks.
+///
+/// # Examples
+///
+/// ```
+/// use async_filelock::FileLock;
+///
+/// # futures_lite::future::block_on(async {
+/// let lock = FileLock::new(std::env::temp_dir().join("async-filelock-doc-lock.lock"));
+/// {
+///     let _guard = lock.acquire().await?;
+///     // Only one process (and one task) at a time runs here.
+/// } // The guard is dropped: the lock is released.
+///
+/// // Readers can share it.
+/// let a = lock.acquire_shared().await?;
+/// let b = lock.acquire_shared().await?;
+/// assert!(a.is_shared() && b.is_shared());
+/// # Ok::<(), async_filelock::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct FileLock {
+    pub(crate) hard: Arc<Hard>,
+}
+
+/// The lock kind behind [`FileLock`]: an OS lock on a file.
+pub(crate) struct Hard {
+    /// The path as the user gave it.
+    path: PathBuf,
+    options: Options,
+    /// The absolute path and in-process queue, fixed at the first acquisition.
+    resolved: OnceLock<Resolved>,
+}
+
+struct Resolved {
+    path: PathBuf,
+    local: Arc<Local>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Options {
+    timeout: Option<Duration>,
+    backoff: Backoff,
+    mode: Option<u32>,
+    delete_on_release: bool,
+}
+
+impl FileLock {
+    /// Creates a lock for the file at `path`, with default options: wait without limit, the
+    /// default [`Backoff`], permissions `0o666` less the umask, and the file kept after
+    /// release.
+    ///
+    /// No I/O happens here. A relative path is resolved against the current directory at
+    /// the first acquisition, and the lock stays on that file even if the process later
+    /// changes directory.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let lock = async_filelock::FileLock::new("/tmp/my-app.lock");
+    /// assert_eq!(lock.path(), std::path::Path::new("/tmp/my-app.lock"));
+    /// ```
+    pub fn new(path: impl AsRef<Path>) -> FileLock {
+        FileLock::from_options(path.as_ref(), Options::default())
+    }
+
+    /// Starts building a lock with options.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let lock = async_filelock::FileLock::builder("/tmp/my-app.lock")
+    ///     .timeout(Duration::from_secs(10))
+    ///     .mode(0o600)
+    ///     .build()?;
+    /// # Ok::<(), async_filelock::Error>(())
+    /// ```
+    pub fn builder(path: impl AsRef<Path>) -> FileLockBuilder {
+        FileLockBuilder {
+            path: path.as_ref().to_path_buf(),
+            options: Options::default(),
+        }
+    }
+
+    fn from_options(path: &Path, options: Options) -> FileLock {
+        FileLock {
+            hard: Arc::new(Hard {
+                path: path.to_path_buf(),
+                options,
+                resolved: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// The path of the lock file, as given to [`new`](FileLock::new) or
+    /// [`builder`](FileLock::builder).
+    pub fn path(&self) -> &Path {
+        &self.hard.path
+    }
+
+    /// The default time limit of an acquisition (`None`: no limit).
+    pub fn timeout(&self) -> Option<Duration> {
+        self.hard.options.timeout
+    }
+
+    /// The pause between attempts while another process holds the lock.
+    pub fn backoff(&self) -> Backoff {
+        self.hard.options.backoff
+    }
+
+    /// Waits for the lock in exclusive mode: nobody else, in any process, holds it while the
+    /// guard lives.
+    ///
+    /// The returned future waits up to the lock's timeout (by default, without limit); call
+    /// [`Acquire::timeout`] on it to choose another limit for this call.
+    ///
+    /// # Errors
+    ///
+    /// - [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) when the time limit passes while
+    ///   the lock is held elsewhere;
+    /// - [`NotAFile`](crate::ErrorKind::NotAFile), [`PermissionDenied`](crate::ErrorKind::PermissionDenied),
+    ///   [`NotFound`](crate::ErrorKind::NotFound), [`InvalidInput`](crate::ErrorKind::InvalidInput)
+    ///   and other kinds at once, without retrying, when the lock file cannot be opened or
+    ///   locked for a reason other than another holder.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe. Dropping the future at any point (before its first poll,
+    /// while it waits in the queue, while it backs off, or while an attempt runs on the
+    /// blocking pool) leaves no lock held, no file open and no place in the queue; nothing
+    /// acquires the lock later on its behalf. Only its place in the in-process queue is lost.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # futures_lite::future::block_on(async {
+    /// let lock = async_filelock::FileLock::new(std::env::temp_dir().join("doc-acquire.lock"));
+    /// let guard = lock.acquire().await?;
+    /// assert!(!guard.is_shared());
+    /// # Ok::<(), async_filelock::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn acquire(&self) -> Acquire {
+        Acquire::new(self.hard.clone(), false)
+    }
+
+    /// Waits for the lock in shared mode: other shared holders may hold it too, exclusive
+    /// ones may not.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](FileLock::acquire).
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe, as [`acquire`](FileLock::acquire) is.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # futures_lite::future::block_on(async {
+    /// let lock = async_filelock::FileLock::new(std::env::temp_dir().join("doc-shared.lock"));
+    /// let reader = lock.acquire_shared().await?;
+    /// assert!(reader.is_shared());
+    /// # Ok::<(), async_filelock::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn acquire_shared(&self) -> Acquire {
+        Acquire::new(self.hard.clone(), true)
+    }
+
+    /// Makes one attempt to take the lock in exclusive mode, without waiting.
+    ///
+    /// On Unix the attempt never blocks. On Windows opening the file may take as long as the
+    /// file system needs (network shares, antivirus filters), though it never waits for
+    /// another holder.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::WouldBlock`](crate::ErrorKind::WouldBlock) when the lock is held
+    /// elsewhere (or another task in this process is already waiting for it); otherwise as
+    /// [`acquire`](FileLock::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_filelock::{ErrorKind, FileLock};
+    ///
+    /// let lock = FileLock::new(std::env::temp_dir().join("doc-try.lock"));
+    /// let guard = lock.try_acquire()?;
+    /// assert_eq!(lock.try_acquire().unwrap_err().kind(), ErrorKind::WouldBlock);
+    /// drop(guard);
+    /// assert!(lock.try_acquire().is_ok());
+    /// # Ok::<(), async_filelock::Error>(())
+    /// ```
+    pub fn try_acquire(&self) -> Result<FileLockGuard, Error> {
+        self.acquire_inline(false, Limit::Once)
+    }
+
+    /// Makes one attempt to take the lock in shared mode, without waiting.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_acquire`](FileLock::try_acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let lock = async_filelock::FileLock::new(std::env::temp_dir().join("doc-try-shared.lock"));
+    /// let a = lock.try_acquire_shared()?;
+    /// let b = lock.try_acquire_shared()?;
+    /// assert!(lock.try_acquire().is_err());
+    /// # drop((a, b));
+    /// # Ok::<(), async_filelock::Error>(())
+    /// ```
+    pub fn try_acquire_shared(&self) -> Result<FileLockGuard, Error> {
+        self.acquire_inline(true, Limit::Once)
+    }
+
+    /// Runs the waiting loop on this thread, attempts included.
+    pub(crate) fn acquire_inline(
+        &self,
+        shared: bool,
+        limit: Limit,
+    ) -> Result<FileLockGuard, Error> {
+        let wait = WaitLoop::new(self.hard.clone(), shared, limit).inline();
+        let held = async_io::block_on(wait)?;
+        Ok(FileLockGuard::new(self.hard.clone(), held, shared))
+    }
+}
+
+impl fmt::Debug for FileLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let o = &self.hard.options;
+        f.debug_struct("FileLock")
+            .field("path", &self.hard.path)
+            .field("timeout", &o.timeout)
+            .field("backoff", &o.backoff)
+            .field("mode", &o.mode.map(|m| format!("{m:#o}")))
+            .field("delete_on_release", &o.delete_on_release)
+            .finish()
+    }
+}
+
+impl Hard {
+    pub(crate) fn resolved_path(&self) -> &Path {
+        self.resolved.get().map_or(&self.path, |r| &r.path)
+    }
+
+    pub(crate) fn local(&self) -> &Arc<Local> {
+        &self
+            .resolved
+            .get()
+            .expect("a held lock has been resolved")
+            .local
+    }
+
+    pub(crate) fn delete_on_release(&self) -> bool {
+        self.options.delete_on_release
+    }
+
+    fn resolve(&self) -> Result<Resolved, Error> {
+        check_path(&self.path)?;
+        let path = std::path::absolute(&self.path).map_err(|e| Error::io(&self.path, e))?;
+        let local = Local::for_path(&path);
+        Ok(Resolved { path, local })
+    }
+}
+
+impl LockKind for Hard {
+    type Held = sys::Held;
+    const ATTEMPT_BLOCKS: bool = sys::ATTEMPT_BLOCKS;
+
+    fn prepare(&self) -> Result<Arc<Local>, Error> {
+        if let Some(r) = self.resolved.get() {
+            return Ok(r.local.clone());
+        }
+        let r = self.resolve()?;
+        Ok(self.resolved.get_or_init(|| r).local.clone())
+    }
+
+    fn path(&self) -> &Path {
+        self.resolved_path()
+    }
+
+    fn attempt(&self, shared: bool) -> Result<Option<sys::Held>, Error> {
+        match sys::try_lock(self.resolved_path(), shared, self.options.mode)? {
+            sys::Attempt::Locked(held) => Ok(Some(held)),
+            sys::Attempt::Contended => Ok(None),
+        }
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        self.options.timeout
+    }
+
+    fn backoff(&self) -> Backoff {
+        self.options.backoff
+    }
+}
+
+/// Rejects paths no file system would accept, before any I/O.
+fn check_path(path: &Path) -> Result<(), Error> {
+    let bytes = path.as_os_str().as_encoded_bytes();
+    let fail = |why: &'static str| Err(Error::invalid(why).with_path(path));
+    if bytes.is_empty() {
+        return fail("the path is empty");
+    }
+    if bytes.contains(&0) {
+        return fail("the path contains a NUL byte");
+    }
+    if bytes.last().is_some_and(|&b| std::path::is_separator(b as char)) {
+        return fail("the path ends with a separator; it must name a file");
+    }
+    Ok(())
+}
+
+/// Options for a [`FileLock`], from [`FileLock::builder`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use async_filelock::{Backoff, FileLock};
+///
+/// let lock = FileLock::builder("/tmp/jobs/queue.lock")
+///     .timeout(Duration::from_secs(30))
+///     .backoff(Backoff::fixed(Duration::from_millis(50)))
+///     .mode(0o640)
+///     .build()?;
+/// # Ok::<(), async_filelock::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `.build()` is called"]
+pub struct FileLockBuilder {
+    path: PathBuf,
+    options: Options,
+}
+
+impl FileLockBuilder {
+    /// The default time limit of an acquisition. Without it, acquisitions wait until they
+    /// get the lock. `Duration::ZERO` means exactly one attempt.
+    pub fn timeout(mut self, timeout: Duration) -> FileLockBuilder {
+        self.options.timeout = Some(timeout);
+        self
+    }
+
+    /// The pause between attempts while another process holds the lock. See [`Backoff`] for
+    /// the default.
+    pub fn backoff(mut self, backoff: Backoff) -> FileLockBuilder {
+        self.options.backoff = backoff;
+        self
+    }
+
+    /// Unix permissions for the lock file, applied (exactly, ignoring the umask) only when
+    /// this process creates the file; an existing file's permissions are never changed.
+    /// Without it, the file is created with `0o666` less the umask. Ignored on Windows.
+    ///
+    /// The mode must be within `0o777` and keep the owner's read and write bits (`0o600`),
+    /// or the owner could not open the file again.
+    pub fn mode(mut self, mode: u32) -> FileLockBuilder {
+        self.options.mode = Some(mode);
+        self
+    }
+
+    /// Delete the lock file when the lock is released (default: keep it).
+    ///
+    /// This is safe: a releasing holder unlinks the file while it still holds the lock, and
+    /// every acquirer, after locking, checks that the path still names the file it locked and
+    /// starts over if not, so two holders never hold locks on different files at one path.
+    ///
+    /// The default keeps the file because deleting it gains nothing but tidiness, and costs
+    /// every acquisition a file creation. It also matters for peers that do not make that
+    /// check: a process using plain `flock(1)` or an older library may lock a deleted file
+    /// and believe it holds the lock. Python filelock keeps the file on Unix for the same
+    /// reason. Turn deletion on when every user of the path is this crate (or Python
+    /// filelock 3.0.2 or later, which checks the link count), and the directory should stay
+    /// clean.
+    pub fn delete_on_release(mut self, delete: bool) -> FileLockBuilder {
+        self.options.delete_on_release = delete;
+        self
+    }
+
+    /// Checks the options and builds the lock. No I/O happens here.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a backoff with a zero
+    /// interval or a first pause longer than its cap, or a mode outside `0o777` or without
+    /// the owner's read and write bits.
+    pub fn build(self) -> Result<FileLock, Error> {
+        let with_path = |e: Error| e.with_path(&self.path);
+        self.options.backoff.validate().map_err(with_path)?;
+        if let Some(mode) = self.options.mode {
+            if mode & !0o777 != 0 {
+                return Err(with_path(Error::invalid(format!(
+                    "mode {mode:#o} has bits outside 0o777"
+                ))));
+            }
+            if mode & 0o600 != 0o600 {
+                return Err(with_path(Error::invalid(format!(
+                    "mode {mode:#o} does not let the owner read and write the lock file"
+                ))));
+            }
+        }
+        Ok(FileLock::from_options(&self.path, self.options))
+    }
+}
+
+/// The future returned by [`FileLock::acquire`] and [`FileLock::acquire_shared`].
+///
+/// It resolves to a [`FileLockGuard`] once the lock is held. It is `Send` and `Unpin`, so it
+/// can be stored, boxed, or raced in `select!`.
+///
+/// # Cancel safety
+///
+/// Dropping it before it completes releases everything it holds; see
+/// [`FileLock::acquire`].
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct Acquire {
+    wait: WaitLoop<Hard>,
+}
+
+impl Acquire {
+    fn new(hard: Arc<Hard>, shared: bool) -> Acquire {
+        Acquire {
+            wait: WaitLoop::new(hard, shared, Limit::Default),
+        }
+    }
+
+    /// Overrides the lock's default time limit for this acquisition.
+    ///
+    /// The time counts from the first poll. `Duration::ZERO` means exactly one attempt. Once
+    /// the limit passes while the lock is held elsewhere, the future resolves to an
+    /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) error. Pauses between attempts are
+    /// clipped to the time left, and the last attempt happens when the limit is reached.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use async_filelock::{ErrorKind, FileLock};
+    ///
+    /// # futures_lite::future::block_on(async {
+    /// let lock = FileLock::new(std::env::temp_dir().join("doc-timeout.lock"));
+    /// let held = lock.acquire().await?;
+    /// let err = lock.acquire().timeout(Duration::from_millis(20)).await.unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::Timeout);
+    /// # drop(held);
+    /// # Ok::<(), async_filelock::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn timeout(mut self, timeout: Duration) -> Acquire {
+        self.wait.set_limit(Limit::After(Some(timeout)));
+        self
+    }
+}
+
+impl Future for Acquire {
+    type Output = Result<FileLockGuard, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let wait = &mut self.wait;
+        Pin::new(&mut *wait).poll(cx).map(|held| {
+            let held = held?;
+            Ok(FileLockGuard::new(wait.kind().clone(), held, wait.is_shared()))
+        })
+    }
+}
+
+impl fmt::Debug for Acquire {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.wait.fmt(f)
+    }
+}

@@ -1,0 +1,216 @@
+//! Unix: `flock(2)` on a lock file opened without following symbolic links.
+//!
+//! One attempt is: open (never creating through a symlink, never truncating, close-on-exec,
+//! non-blocking) → `fstat` (a regular file, or refuse) → `flock(LOCK_NB)` → `lstat` the path
+//! again and check that it still names the inode we locked. A holder that deletes the file
+//! (delete-on-release) unlinks it while it still holds the lock, so a waiter that locked the
+//! old inode sees the mismatch and starts over on the new file.
+//!
+//! Every call here returns promptly: the open is `O_NONBLOCK` (a FIFO, or a file with a lease
+//! held on it, cannot stall it) and the lock request is `LOCK_NB`.
+
+use std::fs::{File, TryLockError};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use rustix::fs::{FileType, Mode, OFlags, Stat};
+use rustix::io::Errno;
+
+use super::Attempt;
+use crate::Error;
+
+/// Attempts are non-blocking system calls: run them on the task that polls.
+pub(crate) const ATTEMPT_BLOCKS: bool = false;
+
+/// The permissions a lock file is created with when the caller sets none (the umask applies).
+const DEFAULT_MODE: u32 = 0o666;
+
+/// How many times one attempt starts over when the path was replaced under it before it
+/// reports contention and lets the waiting loop back off.
+const REPLACED_RETRIES: usize = 8;
+
+/// An open lock file on which this process holds a `flock`.
+#[derive(Debug)]
+pub(crate) struct Held {
+    file: File,
+    /// Device and inode of the locked file.
+    id: (u64, u64),
+}
+
+/// Makes one non-blocking attempt to lock `path`.
+pub(crate) fn try_lock(path: &Path, shared: bool, mode: Option<u32>) -> Result<Attempt, Error> {
+    for _ in 0..REPLACED_RETRIES {
+        let Some((fd, st)) = open(path, mode)? else {
+            return Ok(Attempt::Contended);
+        };
+        let file = File::from(fd);
+        if !lock_nb(&file, shared).map_err(|e| Error::io(path, e))? {
+            return Ok(Attempt::Contended);
+        }
+        // The file may have been unlinked or replaced between our open and our lock (a holder
+        // releasing with delete-on-release, or a third party). Then we hold a lock nobody else
+        // will ever see: drop it and open what the path names now.
+        match rustix::fs::lstat(path) {
+            Ok(now) if file_id(&now) == file_id(&st) => {
+                return Ok(Attempt::Locked(Held {
+                    file,
+                    id: file_id(&st),
+                }))
+            }
+            Ok(_) | Err(Errno::NOENT) => continue,
+            Err(e) => return Err(Error::io(path, e.into())),
+        }
+    }
+    Ok(Attempt::Contended)
+}
+
+impl Held {
+    /// Unlocks and closes; with `delete`, first removes the path if it still names this file.
+    pub(crate) fn release(self, path: &Path, delete: bool) -> Result<(), Error> {
+        let mut result = Ok(());
+        if delete {
+            // Unlink while the lock is still held: a waiter that locks the old inode after
+            // this point sees that the path no longer names it and starts over.
+            match rustix::fs::lstat(path) {
+                Ok(now) if file_id(&now) == self.id => {
+                    if let Err(e) = rustix::fs::unlink(path) {
+                        if e != Errno::NOENT {
+                            result = Err(Error::io(path, e.into()));
+                        }
+                    }
+                }
+                // Someone else's file, or nothing: not ours to delete.
+                _ => {}
+            }
+        }
+        // An explicit unlock releases the lock even if a forked child still shares the open
+        // file description; closing alone would not.
+        loop {
+            match self.file.unlock() {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    if result.is_ok() {
+                        result = Err(Error::io(path, e));
+                    }
+                }
+                Ok(()) => {}
+            }
+            break;
+        }
+        drop(self.file);
+        result
+    }
+}
+
+/// Device and inode, whose integer types differ between Unix systems.
+#[allow(clippy::unnecessary_cast)]
+fn file_id(st: &Stat) -> (u64, u64) {
+    (st.st_dev as u64, st.st_ino as u64)
+}
+
+/// `flock(LOCK_NB)`, retried on `EINTR`. `Ok(false)` means another holder has it.
+fn lock_nb(file: &File, shared: bool) -> io::Result<bool> {
+    loop {
+        let r = if shared {
+            file.try_lock_shared()
+        } else {
+            file.try_lock()
+        };
+        return match r {
+            Ok(()) => Ok(true),
+            Err(TryLockError::WouldBlock) => Ok(false),
+            Err(TryLockError::Error(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(TryLockError::Error(e)) => Err(e),
+        };
+    }
+}
+
+/// Opens (creating if needed) the lock file and checks that it is a regular file.
+///
+/// `Ok(None)`: the open would block because another process holds a lease on the file
+/// (Linux `F_SETLEASE`), which is contention like any other.
+fn open(path: &Path, mode: Option<u32>) -> Result<Option<(OwnedFd, Stat)>, Error> {
+    let base = OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
+    let mut made_parent = false;
+    loop {
+        let fd = match rustix::fs::open(path, base | OFlags::RDWR, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => {
+                // Create it; O_EXCL tells us whether it was us, which decides who may chmod.
+                let create = base | OFlags::RDWR | OFlags::CREATE | OFlags::EXCL;
+                let initial = Mode::from_raw_mode(DEFAULT_MODE as _);
+                match rustix::fs::open(path, create, initial) {
+                    Ok(fd) => {
+                        if let Some(mode) = mode {
+                            retry_intr(|| rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode as _)))
+                                .map_err(|e| Error::io(path, e.into()))?;
+                        }
+                        fd
+                    }
+                    Err(Errno::EXIST) | Err(Errno::INTR) => continue,
+                    Err(Errno::NOENT) if !made_parent => {
+                        made_parent = true;
+                        create_parent(path)?;
+                        continue;
+                    }
+                    Err(e) => return Err(open_error(path, e)),
+                }
+            }
+            // The file exists but we may not write it: a shared lock works on a read-only
+            // descriptor, and so does an exclusive `flock` on local file systems.
+            Err(Errno::ACCESS) => {
+                match rustix::fs::open(path, base | OFlags::RDONLY, Mode::empty()) {
+                    Ok(fd) => fd,
+                    Err(Errno::INTR) => continue,
+                    Err(e) => return Err(open_error(path, e)),
+                }
+            }
+            Err(Errno::INTR) => continue,
+            Err(Errno::WOULDBLOCK) => return Ok(None),
+            Err(e) => return Err(open_error(path, e)),
+        };
+        let st = rustix::fs::fstat(&fd).map_err(|e| Error::io(path, e.into()))?;
+        return match FileType::from_raw_mode(st.st_mode) {
+            FileType::RegularFile => Ok(Some((fd, st))),
+            FileType::Directory => Err(Error::not_a_file(path, "it is a directory")),
+            FileType::Fifo => Err(Error::not_a_file(path, "it is a FIFO")),
+            FileType::CharacterDevice | FileType::BlockDevice => {
+                Err(Error::not_a_file(path, "it is a device"))
+            }
+            _ => Err(Error::not_a_file(path, "it is not a regular file")),
+        };
+    }
+}
+
+fn open_error(path: &Path, e: Errno) -> Error {
+    match e {
+        // O_NOFOLLOW on a symbolic link.
+        Errno::LOOP => Error::not_a_file(
+            path,
+            "it is a symbolic link, and lock files are never opened through one",
+        ),
+        Errno::ISDIR => Error::not_a_file(path, "it is a directory"),
+        // Opening a socket, or a FIFO with no reader, without blocking.
+        Errno::NXIO => Error::not_a_file(path, "it is a socket or a FIFO"),
+        _ => Error::io(path, e.into()),
+    }
+}
+
+fn create_parent(path: &Path) -> Result<(), Error> {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(path, e))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn retry_intr<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Result<T> {
+    loop {
+        match f() {
+            Err(Errno::INTR) => continue,
+            r => return r,
+        }
+    }
+}

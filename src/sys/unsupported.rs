@@ -1,0 +1,27 @@
+//! Platforms with neither `flock` nor `LockFileEx`: every attempt reports `Unsupported`.
+
+use std::io;
+use std::path::Path;
+
+use super::Attempt;
+use crate::Error;
+
+pub(crate) const ATTEMPT_BLOCKS: bool = false;
+
+/// Never constructed on this platform.
+#[derive(Debug)]
+pub(crate) enum Held {}
+
+pub(crate) fn try_lock(path: &Path, _shared: bool, _mode: Option<u32>) -> Result<Attempt, Error> {
+    let e = io::Error::new(
+        io::ErrorKind::Unsupported,
+        "file locks are not supported on this platform",
+    );
+    Err(Error::io(path, e))
+}
+
+impl Held {
+    pub(crate) fn release(self, _path: &Path, _delete: bool) -> Result<(), Error> {
+        match self {}
+    }
+}

@@ -1,0 +1,121 @@
+//! Windows: `LockFileEx` (through std's `File::try_lock`) on a handle opened without following
+//! reparse points and without `FILE_SHARE_DELETE`.
+//!
+//! Because no handle to a lock file allows deletion, nobody can delete or rename the file while
+//! anyone has it open. The path therefore still names the file we locked, and no identity check
+//! is needed after locking (Unix needs one).
+//!
+//! Opening a file can block (antivirus filters, network shares), so async callers run attempts
+//! on the `blocking` pool. An attempt owns the handle it opens; if its future was dropped while
+//! it ran, the pool drops the result, and dropping a `Held` closes the handle, which releases
+//! the lock.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io;
+use std::os::windows::fs::OpenOptionsExt;
+use std::path::Path;
+
+use super::Attempt;
+use crate::Error;
+
+pub(crate) const ATTEMPT_BLOCKS: bool = true;
+
+// From the Windows SDK (winnt.h, winerror.h).
+const FILE_SHARE_READ: u32 = 0x1;
+const FILE_SHARE_WRITE: u32 = 0x2;
+const FILE_FLAG_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
+const ERROR_ACCESS_DENIED: i32 = 5;
+const ERROR_SHARING_VIOLATION: i32 = 32;
+const ERROR_DELETE_PENDING: i32 = 303;
+
+/// An open lock file on which this process holds a `LockFileEx` lock.
+#[derive(Debug)]
+pub(crate) struct Held {
+    file: File,
+}
+
+pub(crate) fn try_lock(path: &Path, shared: bool, _mode: Option<u32>) -> Result<Attempt, Error> {
+    let Some(file) = open(path)? else {
+        return Ok(Attempt::Contended);
+    };
+    let r = if shared {
+        file.try_lock_shared()
+    } else {
+        file.try_lock()
+    };
+    match r {
+        Ok(()) => Ok(Attempt::Locked(Held { file })),
+        Err(TryLockError::WouldBlock) => Ok(Attempt::Contended),
+        Err(TryLockError::Error(e)) => Err(Error::io(path, e)),
+    }
+}
+
+impl Held {
+    /// Unlocks and closes; with `delete`, then tries to remove the file.
+    pub(crate) fn release(self, path: &Path, delete: bool) -> Result<(), Error> {
+        // Wine's UnlockFile can report ERROR_LOCK_VIOLATION for a lock the handle holds; closing
+        // the handle releases the lock in every case, so the unlock result is not an error.
+        let _ = self.file.unlock();
+        drop(self.file);
+        if delete {
+            // Fails harmlessly with a sharing violation while anyone else has the file open, so
+            // it only succeeds when nobody is using the lock.
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(())
+    }
+}
+
+/// Opens (creating if needed) the lock file and checks that it is a regular file.
+/// `Ok(None)`: a transient condition that counts as contention.
+fn open(path: &Path) -> Result<Option<File>, Error> {
+    let mut options = OpenOptions::new();
+    options
+        .read(true)
+        .write(true)
+        .create(true)
+        .share_mode(FILE_SHARE_READ | FILE_SHARE_WRITE)
+        .custom_flags(FILE_FLAG_OPEN_REPARSE_POINT);
+    let mut made_parent = false;
+    let file = loop {
+        match options.open(path) {
+            Ok(file) => break file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !made_parent => {
+                made_parent = true;
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent).map_err(|e| Error::io(path, e))?;
+                }
+            }
+            Err(e) => return denied_or_transient(path, e),
+        }
+    };
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    if meta.file_type().is_symlink() {
+        return Err(Error::not_a_file(
+            path,
+            "it is a symbolic link or junction, and lock files are never opened through one",
+        ));
+    }
+    if !meta.is_file() {
+        return Err(Error::not_a_file(path, "it is not a regular file"));
+    }
+    Ok(Some(file))
+}
+
+/// Sorts an open failure into a real error or a transient one (contention), as Python filelock
+/// does: a file being deleted, or opened by someone who denies sharing, is retried.
+fn denied_or_transient(path: &Path, e: io::Error) -> Result<Option<File>, Error> {
+    match e.raw_os_error() {
+        Some(ERROR_SHARING_VIOLATION) | Some(ERROR_DELETE_PENDING) => Ok(None),
+        Some(ERROR_ACCESS_DENIED) => match std::fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() => Err(Error::not_a_file(path, "it is a directory")),
+            Ok(m) if m.permissions().readonly() => Err(Error::io(path, e)),
+            // A file in the middle of being deleted answers "access denied" until the last
+            // handle to it closes (and then it is gone).
+            Ok(_) => Ok(None),
+            Err(m) if m.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(_) => Err(Error::io(path, e)),
+        },
+        _ => Err(Error::io(path, e)),
+    }
+}
