@@ -149,7 +149,9 @@ impl Error {
                 ErrorKind::PermissionDenied
             }
             io::ErrorKind::NotFound => ErrorKind::NotFound,
-            io::ErrorKind::InvalidInput | io::ErrorKind::InvalidFilename => {
+            io::ErrorKind::InvalidInput
+            | io::ErrorKind::InvalidFilename
+            | io::ErrorKind::NotADirectory => {
                 ErrorKind::InvalidInput
             }
             io::ErrorKind::IsADirectory => ErrorKind::NotAFile,

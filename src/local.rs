@@ -162,8 +162,12 @@ impl Local {
     /// The waiter gave up (timeout, error, or its future was dropped).
     pub(crate) fn leave(&self, ticket: Ticket) {
         let mut st = self.state();
+        let was_head = st.waiters.front().is_some_and(|w| w.ticket == ticket.0);
         st.remove(ticket);
-        wake_head(st);
+        // Only the head's departure can let someone else proceed.
+        if was_head {
+            wake_head(st);
+        }
     }
 
     /// A holder in this process released its OS lock.
@@ -206,4 +210,110 @@ impl Default for Registry {
 /// here is a handful of infallible field updates.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    /// A waker that counts its wake-ups.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn waker() -> (Arc<Count>, Waker) {
+        let c = Arc::new(Count::default());
+        (c.clone(), Waker::from(c))
+    }
+
+    fn wakes(c: &Count) -> usize {
+        c.0.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn only_the_head_is_admitted_and_release_wakes_the_next() {
+        let local = Local::default();
+        let (_, w1) = waker();
+        let (c2, w2) = waker();
+        let a = local.enqueue(false);
+        let b = local.enqueue(false);
+        assert!(!local.admit(&b, &w2), "second in line must wait");
+        assert!(local.admit(&a, &w1));
+        local.acquired(a);
+        assert!(!local.admit(&b, &w2), "an exclusive holder blocks the head");
+        assert_eq!(wakes(&c2), 0);
+        local.released(false);
+        assert_eq!(wakes(&c2), 1, "a release wakes the next waiter at once");
+        assert!(local.admit(&b, &w2));
+        local.acquired(b);
+        local.released(false);
+    }
+
+    #[test]
+    fn shared_waiters_enter_together_and_exclusive_waits_for_all() {
+        let local = Local::default();
+        let (_, w) = waker();
+        let (cs, ws) = waker();
+        let (cx, wx) = waker();
+        let s1 = local.enqueue(true);
+        let s2 = local.enqueue(true);
+        let x = local.enqueue(false);
+        assert!(!local.admit(&s2, &ws));
+        assert!(!local.admit(&x, &wx));
+        assert!(local.admit(&s1, &w));
+        local.acquired(s1);
+        assert_eq!(wakes(&cs), 1, "a shared hold lets the next shared waiter in");
+        assert!(local.admit(&s2, &ws));
+        local.acquired(s2);
+        assert_eq!(wakes(&cx), 0, "exclusive waits while shared holders remain");
+        local.released(true);
+        assert_eq!(wakes(&cx), 0);
+        local.released(true);
+        assert_eq!(wakes(&cx), 1);
+        assert!(local.admit(&x, &wx));
+        local.acquired(x);
+        local.released(false);
+    }
+
+    #[test]
+    fn a_departing_head_hands_over_and_others_do_not_disturb_it() {
+        let local = Local::default();
+        let (c1, w1) = waker();
+        let (c2, w2) = waker();
+        let (_, w3) = waker();
+        let a = local.enqueue(false);
+        let b = local.enqueue(false);
+        let c = local.enqueue(false);
+        assert!(local.admit(&a, &w1));
+        assert!(!local.notified(&a, &w1));
+        assert!(!local.admit(&b, &w2));
+        assert!(!local.admit(&c, &w3));
+        local.leave(c);
+        assert_eq!(wakes(&c1), 0, "a waiter behind the head leaving wakes nobody");
+        assert!(!local.notified(&a, &w1));
+        local.leave(a);
+        assert_eq!(wakes(&c2), 1, "the head leaving wakes the next one");
+        assert!(local.admit(&b, &w2));
+        local.leave(b);
+        assert!(local.state().waiters.is_empty());
+    }
+
+    #[test]
+    fn registry_shares_state_per_path_and_forgets_unused_paths() {
+        let a = Local::for_path(Path::new("/registry-test/a"));
+        let again = Local::for_path(Path::new("/registry-test/a"));
+        assert!(Arc::ptr_eq(&a, &again));
+        let b = Local::for_path(Path::new("/registry-test/b"));
+        assert!(!Arc::ptr_eq(&a, &b));
+        drop((a, again));
+        let fresh = Local::for_path(Path::new("/registry-test/a"));
+        assert_eq!(Arc::strong_count(&fresh), 1);
+    }
 }

@@ -157,9 +157,9 @@ fn open(path: &Path, mode: Option<u32>) -> Result<Option<(OwnedFd, Stat)>, Error
                     Err(e) => return Err(open_error(path, e)),
                 }
             }
-            // The file exists but we may not write it: a shared lock works on a read-only
-            // descriptor, and so does an exclusive `flock` on local file systems.
-            Err(Errno::ACCESS) => {
+            // The file exists but we may not write it (its mode, or a read-only file
+            // system): `flock` works on a read-only descriptor on local file systems.
+            Err(Errno::ACCESS) | Err(Errno::ROFS) => {
                 match rustix::fs::open(path, base | OFlags::RDONLY, Mode::empty()) {
                     Ok(fd) => fd,
                     Err(Errno::INTR) => continue,
