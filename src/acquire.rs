@@ -194,7 +194,7 @@ impl<K: LockKind> WaitLoop<K> {
                 // Queued behind another waiter or a holder in this process: it wakes us.
                 match run.deadline {
                     Some(deadline) if Instant::now() >= deadline => {
-                        return Poll::Ready(Err(run.give_up(kind, self.limit)));
+                        return Poll::Ready(Err(run.give_up(kind, self.limit, Blocker::Here)));
                     }
                     Some(deadline) if run.sleep.until(deadline, cx) => continue,
                     _ => return Poll::Pending,
@@ -238,7 +238,7 @@ impl<K: LockKind> Run<K> {
                 self.ticket = Some(ticket);
                 let now = Instant::now();
                 if self.deadline.is_some_and(|d| now >= d) {
-                    return Some(Err(self.give_up(kind, limit)));
+                    return Some(Err(self.give_up(kind, limit, Blocker::Os)));
                 }
                 let pause = self.pauses.next_pause();
                 let end = now.checked_add(pause).unwrap_or(now);
@@ -250,18 +250,27 @@ impl<K: LockKind> Run<K> {
     }
 
     /// Leaves the queue and says why.
-    fn give_up(&mut self, kind: &K, limit: Limit) -> Error {
+    fn give_up(&mut self, kind: &K, limit: Limit, blocker: Blocker) -> Error {
         if let Some(ticket) = self.ticket.take() {
             self.local.leave(ticket);
         }
         if limit == Limit::Once {
-            return Error::would_block(kind.path());
+            return Error::would_block(kind.path(), blocker == Blocker::Here);
         }
         let waited = self.start.elapsed();
         debug!(path = ?kind.path(), waited = ?waited, "timed out waiting for lock");
         Error::timeout(kind.path(), waited)
     }
 
+}
+
+/// Who stood in the way when an acquisition gave up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Blocker {
+    /// A holder or an earlier waiter in this process; no OS attempt was made.
+    Here,
+    /// The OS lock, held by another process or another open of the file.
+    Os,
 }
 
 /// A timer that is re-armed only when the instant changes.

@@ -61,7 +61,7 @@ impl ErrorKind {
 /// ```text
 /// timed out after 2.0s waiting for the lock on "/tmp/build.lock"
 /// cannot lock "/tmp/build.lock": permission denied (os error 13)
-/// cannot lock "/tmp/cache": it is a directory, not a regular file
+/// cannot lock "/tmp/cache": it is a directory
 /// ```
 ///
 /// The underlying I/O error, when there is one, is returned by
@@ -120,8 +120,15 @@ impl Error {
         e
     }
 
-    pub(crate) fn would_block(path: &Path) -> Error {
-        Error::new(ErrorKind::WouldBlock).with_path(path)
+    /// `here`: the blocker is a holder or an earlier waiter in this process.
+    pub(crate) fn would_block(path: &Path, here: bool) -> Error {
+        let mut e = Error::new(ErrorKind::WouldBlock).with_path(path);
+        if here {
+            e.repr.detail = Some(Cow::Borrowed(
+                "another task or thread in this process holds it or is waiting for it",
+            ));
+        }
+        e
     }
 
     pub(crate) fn invalid(detail: impl Into<Cow<'static, str>>) -> Error {
