@@ -261,7 +261,6 @@ impl<K: LockKind> Run<K> {
         debug!(path = ?kind.path(), waited = ?waited, "timed out waiting for lock");
         Error::timeout(kind.path(), waited)
     }
-
 }
 
 /// Who stood in the way when an acquisition gave up.
@@ -311,7 +310,10 @@ impl<K: LockKind> Future for WaitLoop<K> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        assert!(!this.finished, "an acquire future was polled after it completed");
+        assert!(
+            !this.finished,
+            "an acquire future was polled after it completed"
+        );
         let out = this.poll_run(cx);
         if out.is_ready() {
             this.finished = true;

@@ -158,9 +158,7 @@ impl Error {
             io::ErrorKind::NotFound => ErrorKind::NotFound,
             io::ErrorKind::InvalidInput
             | io::ErrorKind::InvalidFilename
-            | io::ErrorKind::NotADirectory => {
-                ErrorKind::InvalidInput
-            }
+            | io::ErrorKind::NotADirectory => ErrorKind::InvalidInput,
             io::ErrorKind::IsADirectory => ErrorKind::NotAFile,
             io::ErrorKind::Unsupported => ErrorKind::Unsupported,
             _ => ErrorKind::Io,

@@ -269,7 +269,11 @@ mod tests {
         assert!(!local.admit(&x, &wx));
         assert!(local.admit(&s1, &w));
         local.acquired(s1);
-        assert_eq!(wakes(&cs), 1, "a shared hold lets the next shared waiter in");
+        assert_eq!(
+            wakes(&cs),
+            1,
+            "a shared hold lets the next shared waiter in"
+        );
         assert!(local.admit(&s2, &ws));
         local.acquired(s2);
         assert_eq!(wakes(&cx), 0, "exclusive waits while shared holders remain");
@@ -296,7 +300,11 @@ mod tests {
         assert!(!local.admit(&b, &w2));
         assert!(!local.admit(&c, &w3));
         local.leave(c);
-        assert_eq!(wakes(&c1), 0, "a waiter behind the head leaving wakes nobody");
+        assert_eq!(
+            wakes(&c1),
+            0,
+            "a waiter behind the head leaving wakes nobody"
+        );
         assert!(!local.notified(&a, &w1));
         local.leave(a);
         assert_eq!(wakes(&c2), 1, "the head leaving wakes the next one");

@@ -334,7 +334,10 @@ fn check_path(path: &Path) -> Result<(), Error> {
     if bytes.contains(&0) {
         return fail("the path contains a NUL byte");
     }
-    if bytes.last().is_some_and(|&b| std::path::is_separator(b as char)) {
+    if bytes
+        .last()
+        .is_some_and(|&b| std::path::is_separator(b as char))
+    {
         return fail("the path ends with a separator; it must name a file");
     }
     Ok(())
@@ -488,7 +491,11 @@ impl Future for Acquire {
         let wait = &mut self.wait;
         Pin::new(&mut *wait).poll(cx).map(|held| {
             let held = held?;
-            Ok(FileLockGuard::new(wait.kind().clone(), held, wait.is_shared()))
+            Ok(FileLockGuard::new(
+                wait.kind().clone(),
+                held,
+                wait.is_shared(),
+            ))
         })
     }
 }
