@@ -61,6 +61,14 @@
 //! A guard releases the lock synchronously in `Drop` (an unlock and a close, which do not
 //! block on local file systems), so a guard in an aborted task is released too.
 //!
+//! # Fairness
+//!
+//! Inside one process, waiters are served in arrival order. Between processes there is no
+//! queue: a waiter in another process notices a release at its next attempt (at most one
+//! backoff pause later), so a process that releases and at once acquires again usually
+//! keeps the lock. Give other processes a turn by doing some work between holds, or use a
+//! shorter [`Backoff`] when hand-over latency matters more than the cost of attempts.
+//!
 //! # Re-entrancy
 //!
 //! The async lock is not re-entrant: a task that holds it and acquires it again waits for
