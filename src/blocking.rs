@@ -34,7 +34,6 @@
 //! ```
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
 use std::path::Path;
@@ -52,20 +51,36 @@ use crate::{Backoff, Error};
 #[derive(Clone)]
 pub struct FileLock {
     lock: crate::FileLock,
-    holds: Arc<Mutex<HashMap<ThreadId, Hold>>>,
+    holds: Arc<Mutex<Holds>>,
 }
 
-/// One thread's hold: the OS lock and how many guards share it.
+/// The threads holding one lock, each with its OS lock and how many guards share it. Almost
+/// always zero or one entry, so a vector searched in place beats hashing.
+#[derive(Default)]
+struct Holds(Vec<Hold>);
+
 struct Hold {
+    thread: ThreadId,
     guard: crate::FileLockGuard,
     count: usize,
 }
 
+impl Holds {
+    fn get(&mut self, thread: ThreadId) -> Option<&mut Hold> {
+        self.0.iter_mut().find(|h| h.thread == thread)
+    }
+
+    fn take(&mut self, thread: ThreadId) -> Option<Hold> {
+        let i = self.0.iter().position(|h| h.thread == thread)?;
+        Some(self.0.swap_remove(i))
+    }
+}
+
 thread_local! {
-    /// Paths (by their in-process state) this thread holds through any blocking `FileLock`,
-    /// with the number of locks holding each: a second lock asking for one of them would wait
+    /// Paths (by the address of their in-process state) this thread holds through a blocking
+    /// `FileLock`, once per lock holding it: a second lock asking for one of them would wait
     /// for this very thread.
-    static HELD: RefCell<HashMap<usize, usize>> = RefCell::new(HashMap::new());
+    static HELD: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
 }
 
 impl FileLock {
@@ -180,7 +195,7 @@ impl FileLock {
     /// How many guards the calling thread holds through this lock (and its clones).
     pub fn lock_counter(&self) -> usize {
         self.holds()
-            .get(&thread::current().id())
+            .get(thread::current().id())
             .map_or(0, |h| h.count)
     }
 
@@ -189,13 +204,13 @@ impl FileLock {
         self.lock_counter() > 0
     }
 
-    fn holds(&self) -> MutexGuard<'_, HashMap<ThreadId, Hold>> {
+    fn holds(&self) -> MutexGuard<'_, Holds> {
         self.holds.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn acquire_with(&self, shared: bool, limit: Limit) -> Result<FileLockGuard, Error> {
         let thread = thread::current().id();
-        if let Some(hold) = self.holds().get_mut(&thread) {
+        if let Some(hold) = self.holds().get(thread) {
             if hold.guard.is_shared() && !shared {
                 return Err(Error::deadlock(
                     hold.guard.path(),
@@ -212,7 +227,7 @@ impl FileLock {
             Limit::After(t) => t.is_none(),
             Limit::Once => false,
         };
-        if forever && HELD.with(|h| h.borrow().contains_key(&key)) {
+        if forever && HELD.with(|h| h.borrow().contains(&key)) {
             return Err(Error::deadlock(
                 self.lock.hard.path(),
                 "this thread already holds it through another lock object, so waiting would \
@@ -220,8 +235,12 @@ impl FileLock {
             ));
         }
         let guard = self.lock.acquire_inline(shared, limit)?;
-        self.holds().insert(thread, Hold { guard, count: 1 });
-        HELD.with(|h| *h.borrow_mut().entry(key).or_default() += 1);
+        self.holds().0.push(Hold {
+            thread,
+            guard,
+            count: 1,
+        });
+        HELD.with(|h| h.borrow_mut().push(key));
         Ok(self.guard(thread))
     }
 
@@ -238,23 +257,20 @@ impl FileLock {
     fn leave(&self, thread: ThreadId) -> Result<(), Error> {
         let last = {
             let mut holds = self.holds();
-            let Some(hold) = holds.get_mut(&thread) else {
+            let Some(hold) = holds.get(thread) else {
                 return Ok(());
             };
             hold.count -= 1;
             if hold.count > 0 {
                 return Ok(());
             }
-            holds.remove(&thread).expect("present above")
+            holds.take(thread).expect("present above")
         };
         let key = Arc::as_ptr(last.guard.lock_local()) as usize;
         HELD.with(|h| {
             let mut h = h.borrow_mut();
-            if let Some(n) = h.get_mut(&key) {
-                *n -= 1;
-                if *n == 0 {
-                    h.remove(&key);
-                }
+            if let Some(i) = h.iter().position(|&k| k == key) {
+                h.swap_remove(i);
             }
         });
         last.guard.release()
@@ -299,7 +315,7 @@ impl FileLockGuard {
     pub fn is_shared(&self) -> bool {
         self.lock
             .holds()
-            .get(&self.thread)
+            .get(self.thread)
             .is_some_and(|h| h.guard.is_shared())
     }
 

@@ -66,6 +66,10 @@ impl State {
     }
 
     fn position(&self, ticket: &Ticket) -> usize {
+        // The head is the common case (every acquisition leaves from there when it succeeds).
+        if self.waiters.front().is_some_and(|w| w.ticket == ticket.0) {
+            return 0;
+        }
         self.waiters
             .binary_search_by_key(&ticket.0, |w| w.ticket)
             .expect("a ticket stays queued until it is consumed")
