@@ -73,6 +73,18 @@ pub(crate) enum Limit {
     Once,
 }
 
+impl Limit {
+    /// When an acquisition that starts at `start` gives up; `None`: never (a limit too large
+    /// to represent counts as none).
+    pub(crate) fn deadline(self, start: Instant) -> Option<Instant> {
+        match self {
+            Limit::Once => Some(start),
+            Limit::After(Some(d)) => start.checked_add(d),
+            Limit::After(None) | Limit::Default => None,
+        }
+    }
+}
+
 /// The waiting loop for one acquisition of `K`, as a future.
 pub(crate) struct WaitLoop<K: LockKind> {
     kind: Arc<K>,
@@ -142,11 +154,7 @@ impl<K: LockKind> WaitLoop<K> {
     fn start(&self) -> Result<Run<K>, Error> {
         let local = self.kind.prepare()?;
         let start = Instant::now();
-        let deadline = match self.effective_limit() {
-            Limit::Once => Some(start),
-            Limit::After(Some(d)) => start.checked_add(d),
-            Limit::After(None) | Limit::Default => None,
-        };
+        let deadline = self.effective_limit().deadline(start);
         let ticket = local.enqueue(self.shared);
         Ok(Run {
             local,

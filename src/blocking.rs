@@ -17,7 +17,7 @@
 //! # Examples
 //!
 //! ```
-//! use std::time::Duration;
+//! use std::time::{Duration, Instant};
 //! use async_filelock::blocking::FileLock;
 //!
 //! let lock = FileLock::new(std::env::temp_dir().join("doc-blocking.lock"));
@@ -39,7 +39,7 @@ use std::marker::PhantomData;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, ThreadId};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::acquire::{Limit, LockKind};
 use crate::{Backoff, Error};
@@ -101,7 +101,7 @@ impl FileLock {
     /// # Examples
     ///
     /// ```
-    /// use std::time::Duration;
+    /// use std::time::{Duration, Instant};
     ///
     /// let lock = async_filelock::blocking::FileLock::builder("/tmp/script.lock")
     ///     .timeout(Duration::from_secs(3))
@@ -222,11 +222,11 @@ impl FileLock {
             return Ok(self.guard(thread));
         }
         let key = Arc::as_ptr(&self.lock.hard.prepare()?) as usize;
-        let forever = match limit {
-            Limit::Default => self.lock.timeout().is_none(),
-            Limit::After(t) => t.is_none(),
-            Limit::Once => false,
+        let limit = match limit {
+            Limit::Default => Limit::After(self.lock.timeout()),
+            l => l,
         };
+        let forever = limit.deadline(Instant::now()).is_none();
         if forever && HELD.with(|h| h.borrow().contains(&key)) {
             return Err(Error::deadlock(
                 self.lock.hard.path(),
@@ -319,9 +319,9 @@ impl FileLockGuard {
             .is_some_and(|h| h.guard.is_shared())
     }
 
-    /// The path of the locked file.
+    /// The path of the locked file, resolved as for [`crate::FileLockGuard::path`].
     pub fn path(&self) -> &Path {
-        self.lock.path()
+        self.lock.lock.hard.resolved_path()
     }
 
     /// Ends this level of the hold, reporting an error from releasing the OS lock if this was

@@ -173,9 +173,10 @@ impl Error {
         self.repr.kind
     }
 
-    /// The path of the lock this error is about, if it concerns one.
+    /// The path of the lock this error is about.
     ///
-    /// Only errors from option validation (for example a zero backoff interval) have no path.
+    /// Every error the crate returns today names its lock's path; the `Option` leaves room
+    /// for errors that concern no single lock.
     pub fn path(&self) -> Option<&Path> {
         self.repr.path.as_deref()
     }
@@ -207,7 +208,6 @@ impl fmt::Display for Error {
             ErrorKind::WouldBlock => {
                 write!(f, "the lock on {path:?} is held elsewhere")?;
             }
-            ErrorKind::InvalidInput if r.path.is_none() => f.write_str("invalid lock option")?,
             _ => write!(f, "cannot lock {path:?}")?,
         }
         if let Some(detail) = &r.detail {

@@ -75,7 +75,9 @@ impl FileLock {
     ///
     /// No I/O happens here. A relative path is resolved against the current directory at
     /// the first acquisition, and the lock stays on that file even if the process later
-    /// changes directory.
+    /// changes directory. Locks whose paths lead to the same file through the same directory
+    /// (however it is spelled: `..`, symbolic links to the directory) share one in-process
+    /// queue.
     ///
     /// # Examples
     ///
@@ -287,7 +289,7 @@ impl Hard {
     fn resolve(&self) -> Result<Resolved, Error> {
         check_path(&self.path)?;
         let path = std::path::absolute(&self.path).map_err(|e| Error::io(&self.path, e))?;
-        let local = Local::for_path(&path);
+        let local = Local::for_path(&queue_key(&path));
         Ok(Resolved { path, local })
     }
 }
@@ -321,6 +323,19 @@ impl LockKind for Hard {
 
     fn backoff(&self) -> Backoff {
         self.options.backoff
+    }
+}
+
+/// The name under which locks on `path` share one in-process queue: the real path of the
+/// parent directory (so `a/../b.lock` and a spelling through a symlinked directory meet) and
+/// the final component as given, which is never followed. A parent that does not exist yet
+/// keeps its spelling.
+fn queue_key(path: &Path) -> PathBuf {
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => std::fs::canonicalize(parent)
+            .map(|p| p.join(name))
+            .unwrap_or_else(|_| path.to_path_buf()),
+        _ => path.to_path_buf(),
     }
 }
 

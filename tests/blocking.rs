@@ -365,7 +365,6 @@ fn another_lock_object_in_the_holding_thread() {
 /// limit: asking for a path this thread holds through another object must be a Deadlock error
 /// rather than a wait that never ends.
 #[test]
-#[ignore = "BUG: acquire_timeout(Duration::MAX) on a path the thread holds via another object hangs; see the report"]
 fn an_endless_limit_is_no_limit_for_deadlock_detection() {
     let (_dir, path) = lock_path();
     let (tx, rx) = mpsc::channel();

@@ -842,11 +842,8 @@ fn delete_on_release_spares_a_file_that_replaced_the_locked_one() {
 /// "Another process" is a lock on an alias of the path (`sub/../x.lock`): it resolves to the
 /// same file but, like a real other process, does not share this process's queue.
 #[test]
-#[ignore = "BUG: delete_on_release unlinks the file while other shared holders still hold it; see the report"]
 fn delete_on_release_keeps_the_file_while_other_readers_hold_it() {
     for_each_runtime("x.lock", |c| async move {
-        std::fs::create_dir(c.dir.join("sub")).expect("mkdir");
-        let alias = c.dir.join("sub").join("..").join("x.lock");
         let lock = FileLock::builder(&c.path)
             .delete_on_release(true)
             .build()
@@ -854,10 +851,9 @@ fn delete_on_release_keeps_the_file_while_other_readers_hold_it() {
         let a = lock.acquire_shared().await.expect("reader a");
         let b = lock.acquire_shared().await.expect("reader b");
         drop(a);
-        let other_process = FileLock::new(&alias);
-        assert_eq!(
-            kind(other_process.try_acquire()),
-            ErrorKind::WouldBlock,
+        // Another process opens the path (creating a new file if it was deleted) and locks.
+        assert!(
+            !foreign_can_lock(&c.path),
             "a writer in another process got the lock while reader b holds it"
         );
         assert!(
@@ -969,4 +965,44 @@ mod permissions {
             assert_free(&c.path);
         });
     }
+}
+
+/// Spellings of one path through `..` share one in-process queue: a release through one wakes
+/// a waiter through the other at once (no backoff), and the blocking wrappers see the same
+/// path for deadlock detection.
+#[test]
+fn aliased_spellings_share_one_queue() {
+    let dir = tmp();
+    std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
+    let plain = dir.path().join("x.lock");
+    let alias = dir.path().join("sub").join("..").join("x.lock");
+    let slow = Backoff::fixed(Duration::from_secs(120));
+    let holder = FileLock::new(&plain);
+    let waiter = FileLock::builder(&alias)
+        .backoff(slow)
+        .build()
+        .expect("build");
+    futures_lite::future::block_on(async {
+        let held = holder.acquire().await.expect("hold");
+        let err = waiter
+            .try_acquire()
+            .expect_err("held through the other spelling");
+        assert!(
+            err.to_string().contains("in this process"),
+            "the alias did not see the in-process holder: {err}"
+        );
+        let mut wait = waiter.acquire().timeout(HANG);
+        assert!(poll_now(&mut wait).is_none(), "the waiter must queue");
+        let released = Instant::now();
+        drop(held);
+        let _guard = wait
+            .await
+            .expect("woken by the release through the other spelling");
+        // With a 120 s backoff, only the in-process wake-up can have let it in this soon.
+        assert!(released.elapsed() < Duration::from_secs(60));
+    });
+    let a = async_filelock::blocking::FileLock::new(&plain);
+    let b = async_filelock::blocking::FileLock::new(&alias);
+    let _held = a.acquire().expect("hold");
+    assert_eq!(kind(b.acquire()), ErrorKind::Deadlock);
 }

@@ -69,7 +69,10 @@ impl Held {
     /// Unlocks and closes; with `delete`, first removes the path if it still names this file.
     pub(crate) fn release(self, path: &Path, delete: bool) -> Result<(), Error> {
         let mut result = Ok(());
-        if delete {
+        // Delete only as the last holder: other shared holders may still rely on this file.
+        // Converting to exclusive without waiting tells (if the conversion fails, the shared
+        // hold may be gone, which does not matter: we are releasing it anyway).
+        if delete && matches!(lock_nb(&self.file, false), Ok(true)) {
             // Unlink while the lock is still held: a waiter that locks the old inode after
             // this point sees that the path no longer names it and starts over.
             match rustix::fs::lstat(path) {
