@@ -251,7 +251,10 @@ impl FileLock {
         limit: Limit,
     ) -> Result<FileLockGuard, Error> {
         let wait = WaitLoop::new(self.hard.clone(), shared, limit).inline();
-        let held = async_io::block_on(wait)?;
+        // futures-lite's block_on parks this thread with a cached parker; timers still fire,
+        // from async-io's own thread. (async-io's block_on would also drive the reactor here,
+        // at the price of waking that thread on every return, once per acquisition.)
+        let held = futures_lite::future::block_on(wait)?;
         Ok(FileLockGuard::new(self.hard.clone(), held, shared))
     }
 }
