@@ -74,6 +74,14 @@ pub(crate) enum Limit {
 }
 
 impl Limit {
+    /// This limit, with `Default` replaced by the lock's `default`.
+    pub(crate) fn or(self, default: Option<Duration>) -> Limit {
+        match self {
+            Limit::Default => Limit::After(default),
+            l => l,
+        }
+    }
+
     /// When an acquisition that starts at `start` gives up; `None`: never (a limit too large
     /// to represent counts as none).
     pub(crate) fn deadline(self, start: Instant) -> Option<Instant> {
@@ -105,11 +113,34 @@ struct Run<K: LockKind> {
     start: Instant,
     deadline: Option<Instant>,
     pauses: Pauses,
-    /// While backing off after contention: when the pause ends.
-    pause_end: Option<Instant>,
+    /// Backing off after contention.
+    pause: Option<Pause>,
     sleep: Sleep,
     /// An attempt running on the blocking pool.
     in_flight: Option<blocking::Task<Result<Option<K::Held>, Error>>>,
+    /// The deadline that cuts the in-flight attempt short: none for an attempt that started
+    /// at or after the deadline (the last attempt is always allowed to finish).
+    flight_deadline: Option<Instant>,
+}
+
+/// A pause between attempts, which a wake-up ends early.
+#[derive(Debug, Clone, Copy)]
+enum Pause {
+    Until(Instant),
+    /// The pause is too long to represent and there is no deadline: only a wake-up ends it.
+    UntilWoken,
+}
+
+impl Pause {
+    /// A pause of `length` from `now`, cut at `deadline`.
+    fn new(now: Instant, length: Duration, deadline: Option<Instant>) -> Pause {
+        match (now.checked_add(length), deadline) {
+            (Some(end), Some(d)) => Pause::Until(end.min(d)),
+            (Some(end), None) => Pause::Until(end),
+            (None, Some(d)) => Pause::Until(d),
+            (None, None) => Pause::UntilWoken,
+        }
+    }
 }
 
 impl<K: LockKind> WaitLoop<K> {
@@ -124,9 +155,20 @@ impl<K: LockKind> WaitLoop<K> {
         }
     }
 
-    /// Sets the time limit; only effective before the first poll.
+    /// Sets the time limit, counted from the first poll (also when that is past).
     pub(crate) fn set_limit(&mut self, limit: Limit) {
         self.limit = limit;
+        let limit = self.effective_limit();
+        if let Some(run) = &mut self.run {
+            run.deadline = limit.deadline(run.start);
+            if let (Some(pause), Some(d)) = (run.pause, run.deadline) {
+                let end = match pause {
+                    Pause::Until(end) => end.min(d),
+                    Pause::UntilWoken => d,
+                };
+                run.pause = Some(Pause::Until(end));
+            }
+        }
     }
 
     /// Runs attempts on the thread that polls.
@@ -145,10 +187,7 @@ impl<K: LockKind> WaitLoop<K> {
 
     /// The time limit this acquisition runs with, once the lock's default is applied.
     pub(crate) fn effective_limit(&self) -> Limit {
-        match self.limit {
-            Limit::Default => Limit::After(self.kind.timeout()),
-            l => l,
-        }
+        self.limit.or(self.kind.timeout())
     }
 
     fn start(&self) -> Result<Run<K>, Error> {
@@ -162,12 +201,13 @@ impl<K: LockKind> WaitLoop<K> {
             start,
             deadline,
             pauses: Pauses::new(self.kind.backoff()),
-            pause_end: None,
+            pause: None,
             sleep: Sleep {
                 timer: Timer::never(),
                 at: None,
             },
             in_flight: None,
+            flight_deadline: None,
         })
     }
 
@@ -181,7 +221,18 @@ impl<K: LockKind> WaitLoop<K> {
             if let Some(task) = &mut run.in_flight {
                 let outcome = match Pin::new(task).poll(cx) {
                     Poll::Ready(outcome) => outcome,
-                    Poll::Pending => return Poll::Pending,
+                    Poll::Pending => {
+                        let Some(deadline) = run.flight_deadline else {
+                            return Poll::Pending;
+                        };
+                        if !run.sleep.until(deadline, cx) {
+                            return Poll::Pending;
+                        }
+                        // Out of time while the OS call is still running: abandon it. The
+                        // pool releases a success that arrives later.
+                        run.in_flight = None;
+                        return Poll::Ready(Err(run.give_up(kind, self.limit, Blocker::Os)));
+                    }
                 };
                 run.in_flight = None;
                 if let Some(done) = run.settle(kind, self.limit, outcome) {
@@ -190,13 +241,19 @@ impl<K: LockKind> WaitLoop<K> {
                 continue;
             }
             let ticket = run.ticket.as_ref().expect("an unfinished run is queued");
-            if let Some(end) = run.pause_end {
+            if let Some(pause) = run.pause {
                 // Backing off after contention: until the pause ends, or a release in this
                 // process wakes us.
-                if !run.local.notified(ticket, cx.waker()) && !run.sleep.until(end, cx) {
-                    return Poll::Pending;
+                if !run.local.notified(ticket, cx.waker()) {
+                    let over = match pause {
+                        Pause::Until(end) => run.sleep.until(end, cx),
+                        Pause::UntilWoken => false,
+                    };
+                    if !over {
+                        return Poll::Pending;
+                    }
                 }
-                run.pause_end = None;
+                run.pause = None;
             }
             if !run.local.admit(ticket, cx.waker()) {
                 // Queued behind another waiter or a holder in this process: it wakes us.
@@ -212,6 +269,8 @@ impl<K: LockKind> WaitLoop<K> {
             if K::ATTEMPT_BLOCKS && !self.inline {
                 let (kind, shared) = (kind.clone(), self.shared);
                 run.in_flight = Some(blocking::unblock(move || kind.attempt(shared)));
+                let now = Instant::now();
+                run.flight_deadline = run.deadline.filter(|&d| now < d);
                 continue;
             }
             let outcome = kind.attempt(self.shared);
@@ -249,8 +308,7 @@ impl<K: LockKind> Run<K> {
                     return Some(Err(self.give_up(kind, limit, Blocker::Os)));
                 }
                 let pause = self.pauses.next_pause();
-                let end = now.checked_add(pause).unwrap_or(now);
-                self.pause_end = Some(self.deadline.map_or(end, |d| end.min(d)));
+                self.pause = Some(Pause::new(now, pause, self.deadline));
                 debug!(path = ?kind.path(), delay = ?pause, "lock held elsewhere, waiting");
                 None
             }
@@ -337,7 +395,7 @@ impl<K: LockKind> fmt::Debug for WaitLoop<K> {
             (_, true) => "finished",
             (None, false) => "not started",
             (Some(run), _) if run.in_flight.is_some() => "attempting",
-            (Some(run), _) if run.pause_end.is_some() => "backing off",
+            (Some(run), _) if run.pause.is_some() => "backing off",
             (Some(_), _) => "queued",
         };
         f.debug_struct("Acquire")

@@ -222,12 +222,9 @@ impl FileLock {
             return Ok(self.guard(thread));
         }
         let key = Arc::as_ptr(&self.lock.hard.prepare()?) as usize;
-        let limit = match limit {
-            Limit::Default => Limit::After(self.lock.timeout()),
-            l => l,
-        };
+        let limit = limit.or(self.lock.timeout());
         let forever = limit.deadline(Instant::now()).is_none();
-        if forever && HELD.with(|h| h.borrow().contains(&key)) {
+        if forever && HELD.try_with(|h| h.borrow().contains(&key)) == Ok(true) {
             return Err(Error::deadlock(
                 self.lock.hard.path(),
                 "this thread already holds it through another lock object, so waiting would \
@@ -240,7 +237,8 @@ impl FileLock {
             guard,
             count: 1,
         });
-        HELD.with(|h| h.borrow_mut().push(key));
+        // Unavailable only while this thread's locals are being destroyed.
+        let _ = HELD.try_with(|h| h.borrow_mut().push(key));
         Ok(self.guard(thread))
     }
 
@@ -267,7 +265,9 @@ impl FileLock {
             holds.take(thread).expect("present above")
         };
         let key = Arc::as_ptr(last.guard.lock_local()) as usize;
-        HELD.with(|h| {
+        // A guard dropped while this thread's locals are destroyed finds `HELD` gone; there is
+        // nothing left to update then.
+        let _ = HELD.try_with(|h| {
             let mut h = h.borrow_mut();
             if let Some(i) = h.iter().position(|&k| k == key) {
                 h.swap_remove(i);

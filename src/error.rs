@@ -88,8 +88,17 @@ pub struct Error {
     repr: Box<Repr>,
 }
 
+/// What the crate was doing when the error happened; it opens the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Action {
+    Lock,
+    Release,
+    Configure,
+}
+
 struct Repr {
     kind: ErrorKind,
+    action: Action,
     path: Option<PathBuf>,
     detail: Option<Cow<'static, str>>,
     waited: Option<Duration>,
@@ -101,12 +110,18 @@ impl Error {
         Error {
             repr: Box::new(Repr {
                 kind,
+                action: Action::Lock,
                 path: None,
                 detail: None,
                 waited: None,
                 source: None,
             }),
         }
+    }
+
+    pub(crate) fn during(mut self, action: Action) -> Error {
+        self.repr.action = action;
+        self
     }
 
     pub(crate) fn with_path(mut self, path: &Path) -> Error {
@@ -208,7 +223,11 @@ impl fmt::Display for Error {
             ErrorKind::WouldBlock => {
                 write!(f, "the lock on {path:?} is held elsewhere")?;
             }
-            _ => write!(f, "cannot lock {path:?}")?,
+            _ => match r.action {
+                Action::Lock => write!(f, "cannot lock {path:?}")?,
+                Action::Release => write!(f, "cannot release the lock on {path:?}")?,
+                Action::Configure => write!(f, "invalid options for the lock on {path:?}")?,
+            },
         }
         if let Some(detail) = &r.detail {
             write!(f, ": {detail}")?;

@@ -66,8 +66,10 @@ impl FileLockGuard {
     ///
     /// # Errors
     ///
-    /// An I/O error from unlocking, or from deleting the lock file when the lock was built
-    /// with [`delete_on_release`](crate::FileLockBuilder::delete_on_release).
+    /// On Unix, an I/O error from unlocking, or from deleting the lock file when the lock was
+    /// built with [`delete_on_release`](crate::FileLockBuilder::delete_on_release). On
+    /// Windows it never fails: closing the handle releases the lock in every case, and a
+    /// deletion that fails means someone else has the file open, which is as it should be.
     pub fn release(mut self) -> Result<(), Error> {
         self.release_now()
     }

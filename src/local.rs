@@ -80,14 +80,17 @@ impl State {
         self.waiters.remove(i).expect("position is in range")
     }
 
-    fn register(&mut self, ticket: &Ticket, waker: &Waker) -> &mut Waiter {
+    /// Stores `waker` for the waiter; returns the waiter's notified flag and the waker it
+    /// replaced, which the caller drops after unlocking (dropping a waker may run executor
+    /// code, which must not find our mutex held).
+    fn register(&mut self, ticket: &Ticket, waker: &Waker) -> (bool, Option<Waker>) {
         let i = self.position(ticket);
         let w = &mut self.waiters[i];
-        match &mut w.waker {
-            Some(old) if old.will_wake(waker) => {}
-            slot => *slot = Some(waker.clone()),
-        }
-        w
+        let old = match &w.waker {
+            Some(old) if old.will_wake(waker) => None,
+            _ => w.waker.replace(waker.clone()),
+        };
+        (w.notified, old)
     }
 }
 
@@ -138,7 +141,9 @@ impl Local {
                 true
             }
             _ => {
-                st.register(ticket, waker);
+                let (_, old) = st.register(ticket, waker);
+                drop(st);
+                drop(old);
                 false
             }
         }
@@ -147,7 +152,11 @@ impl Local {
     /// Called while the waiter backs off after contention: whether it was woken since it was
     /// admitted (then it should try again at once). Otherwise `waker` is woken when it is.
     pub(crate) fn notified(&self, ticket: &Ticket, waker: &Waker) -> bool {
-        self.state().register(ticket, waker).notified
+        let mut st = self.state();
+        let (notified, old) = st.register(ticket, waker);
+        drop(st);
+        drop(old);
+        notified
     }
 
     /// The waiter got the OS lock: it leaves the queue and becomes a holder.
@@ -161,17 +170,21 @@ impl Local {
         }
         // Shared holders let a shared waiter behind them in too.
         wake_head(st);
+        drop(w);
     }
 
     /// The waiter gave up (timeout, error, or its future was dropped).
     pub(crate) fn leave(&self, ticket: Ticket) {
         let mut st = self.state();
         let was_head = st.waiters.front().is_some_and(|w| w.ticket == ticket.0);
-        st.remove(ticket);
+        let removed = st.remove(ticket);
         // Only the head's departure can let someone else proceed.
         if was_head {
             wake_head(st);
+        } else {
+            drop(st);
         }
+        drop(removed);
     }
 
     /// A holder in this process released its OS lock.

@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::acquire::{Limit, LockKind, WaitLoop};
+use crate::error::Action;
 use crate::local::Local;
 use crate::{sys, Backoff, Error, FileLockGuard};
 
@@ -292,7 +293,7 @@ impl Hard {
     fn resolve(&self) -> Result<Resolved, Error> {
         check_path(&self.path)?;
         let path = std::path::absolute(&self.path).map_err(|e| Error::io(&self.path, e))?;
-        let local = Local::for_path(&queue_key(&path));
+        let local = Local::for_path(&sys::queue_key(&path));
         Ok(Resolved { path, local })
     }
 }
@@ -326,19 +327,6 @@ impl LockKind for Hard {
 
     fn backoff(&self) -> Backoff {
         self.options.backoff
-    }
-}
-
-/// The name under which locks on `path` share one in-process queue: the real path of the
-/// parent directory (so `a/../b.lock` and a spelling through a symlinked directory meet) and
-/// the final component as given, which is never followed. A parent that does not exist yet
-/// keeps its spelling.
-fn queue_key(path: &Path) -> PathBuf {
-    match (path.parent(), path.file_name()) {
-        (Some(parent), Some(name)) => std::fs::canonicalize(parent)
-            .map(|p| p.join(name))
-            .unwrap_or_else(|_| path.to_path_buf()),
-        _ => path.to_path_buf(),
     }
 }
 
@@ -411,9 +399,12 @@ impl FileLockBuilder {
 
     /// Delete the lock file when the lock is released (default: keep it).
     ///
-    /// This is safe: a releasing holder unlinks the file while it still holds the lock, and
-    /// every acquirer, after locking, checks that the path still names the file it locked and
+    /// This is safe. On Unix, the last holder unlinks the file while it still holds the lock
+    /// (a shared holder deletes it only if no other shared holder remains), and every
+    /// acquirer, after locking, checks that the path still names the file it locked and
     /// starts over if not, so two holders never hold locks on different files at one path.
+    /// On Windows, the file is deleted after it is closed, which succeeds only if nobody else
+    /// has it open (lock files are opened without delete sharing).
     ///
     /// The default keeps the file because deleting it gains nothing but tidiness, and costs
     /// every acquisition a file creation. It also matters for peers that do not make that
@@ -435,7 +426,7 @@ impl FileLockBuilder {
     /// interval or a first pause longer than its cap, or a mode outside `0o777` or without
     /// the owner's read and write bits.
     pub fn build(self) -> Result<FileLock, Error> {
-        let with_path = |e: Error| e.with_path(&self.path);
+        let with_path = |e: Error| e.with_path(&self.path).during(Action::Configure);
         self.options.backoff.validate().map_err(with_path)?;
         if let Some(mode) = self.options.mode {
             if mode & !0o777 != 0 {
@@ -462,6 +453,10 @@ impl FileLockBuilder {
 ///
 /// Dropping it before it completes releases everything it holds; see
 /// [`FileLock::acquire`].
+///
+/// # Panics
+///
+/// Polling it again after it completed panics, as for most futures.
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct Acquire {
     wait: WaitLoop<Hard>,
@@ -476,7 +471,8 @@ impl Acquire {
 
     /// Overrides the lock's default time limit for this acquisition.
     ///
-    /// The time counts from the first poll. `Duration::ZERO` means exactly one attempt. Once
+    /// The time counts from the first poll, also when this is called after it.
+    /// `Duration::ZERO` means exactly one attempt. Once
     /// the limit passes while the lock is held elsewhere, the future resolves to an
     /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) error. Pauses between attempts are
     /// clipped to the time left, and the last attempt happens when the limit is reached.

@@ -599,3 +599,52 @@ fn guards_debug_and_paths() {
     drop(g);
     assert!(format!("{lock:?}").contains("lock_counter: 0"), "{lock:?}");
 }
+
+/// A guard kept in a thread-local is dropped while the thread's locals are destroyed; that
+/// must release the lock, not abort the process.
+#[test]
+fn a_guard_in_a_thread_local_is_released_at_thread_exit() {
+    use std::cell::RefCell;
+    thread_local! {
+        static GUARD: RefCell<Option<async_filelock::blocking::FileLockGuard>> = const { RefCell::new(None) };
+    }
+    let dir = tmp();
+    let path = dir.path().join("tls.lock");
+    let lock = FileLock::new(&path);
+    let inner = lock.clone();
+    std::thread::spawn(move || {
+        let guard = inner.acquire().expect("acquire");
+        GUARD.with(|g| *g.borrow_mut() = Some(guard));
+    })
+    .join()
+    .expect("the thread exits cleanly");
+    let _guard = lock.try_acquire().expect("released when the thread ended");
+}
+
+/// A lock resolved before its parent directory exists, through a symbolic link, still shares
+/// one in-process queue with a lock on the real path: the thread that holds one gets
+/// `Deadlock` from the other instead of waiting for itself.
+#[cfg(unix)]
+#[test]
+fn spellings_meet_even_before_the_parent_exists() {
+    let dir = tmp();
+    let real = dir.path().join("real");
+    std::fs::create_dir(&real).expect("mkdir");
+    std::os::unix::fs::symlink(&real, dir.path().join("link")).expect("symlink");
+    let through_link = FileLock::new(dir.path().join("link/sub/x.lock"));
+    let _held = through_link.acquire().expect("acquire, creating sub/");
+    let direct = FileLock::new(real.join("sub/x.lock"));
+    // Ask from this very thread; a watchdog turns a wait for ourselves into a failure.
+    let (done, watchdog) = mpsc::channel::<()>();
+    thread::spawn(move || {
+        if watchdog.recv_timeout(HANG) == Err(mpsc::RecvTimeoutError::Timeout) {
+            eprintln!("hang: the thread waits for a lock it holds itself");
+            std::process::abort();
+        }
+    });
+    let err = direct
+        .acquire()
+        .expect_err("the same file, held by this thread");
+    let _ = done.send(());
+    assert_eq!(err.kind(), ErrorKind::Deadlock);
+}

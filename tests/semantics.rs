@@ -1006,3 +1006,25 @@ fn aliased_spellings_share_one_queue() {
     let _held = a.acquire().expect("hold");
     assert_eq!(kind(b.acquire()), ErrorKind::Deadlock);
 }
+
+/// `.timeout()` on an acquisition that is already waiting applies from its first poll.
+#[test]
+fn a_timeout_set_after_the_first_poll_applies() {
+    let dir = tmp();
+    let path = dir.path().join("late.lock");
+    let lock = FileLock::new(&path);
+    let slow = FileLock::builder(&path)
+        .backoff(Backoff::fixed(Duration::from_secs(120)))
+        .build()
+        .expect("build");
+    futures_lite::future::block_on(async {
+        let _held = lock.acquire().await.expect("hold");
+        let mut wait = slow.acquire();
+        assert!(poll_now(&mut wait).is_none(), "the waiter must queue");
+        let err = wait
+            .timeout(Duration::from_millis(20))
+            .await
+            .expect_err("held");
+        assert_eq!(err.kind(), ErrorKind::Timeout);
+    });
+}

@@ -103,3 +103,24 @@ fn async_acquisitions_emit_the_same_events() {
         "{lines:#?}"
     );
 }
+
+/// A pause too long to represent must not turn into no pause at all (a CPU spin): with an
+/// endless backoff and a 200 ms limit there is the first attempt and the one at the deadline.
+#[test]
+fn an_endless_backoff_waits_instead_of_spinning() {
+    let dir = common::tmp();
+    let path = dir.path().join("endless.lock");
+    let lock = blocking::FileLock::builder(&path)
+        .backoff(async_filelock::Backoff::fixed(Duration::MAX))
+        .build()
+        .unwrap();
+    let _foreign = common::foreign_hold(&path);
+    let lines = capture(|| {
+        let err = lock
+            .acquire_timeout(Duration::from_millis(200))
+            .unwrap_err();
+        assert_eq!(err.kind(), async_filelock::ErrorKind::Timeout);
+    });
+    let attempts = find(&lines, "attempting lock").len();
+    assert_eq!(attempts, 2, "{lines:#?}");
+}

@@ -12,12 +12,13 @@
 use std::fs::{File, TryLockError};
 use std::io;
 use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 
 use super::Attempt;
+use crate::error::Action;
 use crate::Error;
 
 /// Attempts are non-blocking system calls: run them on the task that polls.
@@ -36,6 +37,9 @@ pub(crate) struct Held {
     file: File,
     /// Device and inode of the locked file.
     id: (u64, u64),
+    /// The process that took the lock. A child forked while the lock was held shares the
+    /// open file description; it must neither unlock nor delete the parent's lock.
+    owner: u32,
 }
 
 /// Makes one non-blocking attempt to lock `path`.
@@ -56,6 +60,7 @@ pub(crate) fn try_lock(path: &Path, shared: bool, mode: Option<u32>) -> Result<A
                 return Ok(Attempt::Locked(Held {
                     file,
                     id: file_id(&st),
+                    owner: std::process::id(),
                 }))
             }
             Ok(_) | Err(Errno::NOENT) => continue,
@@ -68,6 +73,12 @@ pub(crate) fn try_lock(path: &Path, shared: bool, mode: Option<u32>) -> Result<A
 impl Held {
     /// Unlocks and closes; with `delete`, first removes the path if it still names this file.
     pub(crate) fn release(self, path: &Path, delete: bool) -> Result<(), Error> {
+        if self.owner != std::process::id() {
+            // A forked child dropping an inherited guard: closing its copy of the descriptor
+            // leaves the parent's lock (and file) alone; unlocking would end it.
+            drop(self.file);
+            return Ok(());
+        }
         let mut result = Ok(());
         // Delete only as the last holder: other shared holders may still rely on this file.
         // Converting to exclusive without waiting tells (if the conversion fails, the shared
@@ -79,7 +90,7 @@ impl Held {
                 Ok(now) if file_id(&now) == self.id => {
                     if let Err(e) = rustix::fs::unlink(path) {
                         if e != Errno::NOENT {
-                            result = Err(Error::io(path, e.into()));
+                            result = Err(Error::io(path, e.into()).during(Action::Release));
                         }
                     }
                 }
@@ -94,7 +105,7 @@ impl Held {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     if result.is_ok() {
-                        result = Err(Error::io(path, e));
+                        result = Err(Error::io(path, e).during(Action::Release));
                     }
                 }
                 Ok(()) => {}
@@ -141,13 +152,19 @@ fn open(path: &Path, mode: Option<u32>) -> Result<Option<(OwnedFd, Stat)>, Error
             Ok(fd) => fd,
             Err(Errno::NOENT) => {
                 // Create it; O_EXCL tells us whether it was us, which decides who may chmod.
+                // Creating with the requested mode means the umask can only remove bits, so
+                // the file is never more open than asked for, not even until the chmod.
                 let create = base | OFlags::RDWR | OFlags::CREATE | OFlags::EXCL;
-                let initial = Mode::from_raw_mode(DEFAULT_MODE as _);
+                let initial = Mode::from_raw_mode(mode.unwrap_or(DEFAULT_MODE) as _);
                 match rustix::fs::open(path, create, initial) {
                     Ok(fd) => {
                         if let Some(mode) = mode {
-                            retry_intr(|| rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode as _)))
-                                .map_err(|e| Error::io(path, e.into()))?;
+                            let exact = Mode::from_raw_mode(mode as _);
+                            if let Err(e) = retry_intr(|| rustix::fs::fchmod(&fd, exact)) {
+                                // Do not leave a file with the wrong mode for others to use.
+                                remove_if_same(path, &fd);
+                                return Err(Error::io(path, e.into()));
+                            }
                         }
                         fd
                     }
@@ -165,7 +182,9 @@ fn open(path: &Path, mode: Option<u32>) -> Result<Option<(OwnedFd, Stat)>, Error
             Err(Errno::ACCESS) | Err(Errno::ROFS) => {
                 match rustix::fs::open(path, base | OFlags::RDONLY, Mode::empty()) {
                     Ok(fd) => fd,
-                    Err(Errno::INTR) => continue,
+                    // Deleted in between (a holder releasing with delete-on-release).
+                    Err(Errno::INTR) | Err(Errno::NOENT) => continue,
+                    Err(Errno::WOULDBLOCK) => return Ok(None),
                     Err(e) => return Err(open_error(path, e)),
                 }
             }
@@ -198,6 +217,32 @@ fn open_error(path: &Path, e: Errno) -> Error {
         Errno::NXIO => Error::not_a_file(path, "it is a socket or a FIFO"),
         _ => Error::io(path, e.into()),
     }
+}
+
+/// Removes `path` if it still names the file open as `fd`.
+fn remove_if_same(path: &Path, fd: &OwnedFd) {
+    if let (Ok(now), Ok(ours)) = (rustix::fs::lstat(path), rustix::fs::fstat(fd)) {
+        if file_id(&now) == file_id(&ours) {
+            let _ = rustix::fs::unlink(path);
+        }
+    }
+}
+
+/// The name under which locks on `path` share one in-process queue: the real path of the
+/// deepest existing ancestor (so `a/../b.lock` and spellings through symbolic links to
+/// directories meet, even before the parent exists) followed by the rest as spelled. The
+/// final component is never followed. These are quick metadata calls, made once per lock.
+pub(crate) fn queue_key(path: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut base = path;
+    while let (Some(parent), Some(name)) = (base.parent(), base.file_name()) {
+        rest.push(name);
+        if let Ok(real) = std::fs::canonicalize(parent) {
+            return rest.iter().rev().fold(real, |p, name| p.join(name));
+        }
+        base = parent;
+    }
+    path.to_path_buf()
 }
 
 fn create_parent(path: &Path) -> Result<(), Error> {

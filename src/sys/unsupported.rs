@@ -1,7 +1,7 @@
 //! Platforms with neither `flock` nor `LockFileEx`: every attempt reports `Unsupported`.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::Attempt;
 use crate::Error;
@@ -24,4 +24,8 @@ impl Held {
     pub(crate) fn release(self, _path: &Path, _delete: bool) -> Result<(), Error> {
         match self {}
     }
+}
+
+pub(crate) fn queue_key(path: &Path) -> PathBuf {
+    path.to_path_buf()
 }

@@ -13,7 +13,8 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
 use std::os::windows::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::Attempt;
 use crate::Error;
@@ -34,6 +35,19 @@ pub(crate) struct Held {
     file: File,
 }
 
+/// How often, and how far apart, an open refused with "access denied" on an existing lock
+/// file is retried within one attempt before it counts as a real permission error. A file
+/// being deleted answers that way until its last handle closes, which takes microseconds;
+/// Python filelock waits the same way (250 × 2 ms at most).
+const DENIED_RETRIES: u32 = 50;
+const DENIED_PAUSE: Duration = Duration::from_millis(2);
+
+/// The path as given: canonicalizing would open the file system, which can block, on the
+/// polling thread. Aliases through junctions still exclude each other through the OS lock.
+pub(crate) fn queue_key(path: &Path) -> PathBuf {
+    path.to_path_buf()
+}
+
 pub(crate) fn try_lock(path: &Path, shared: bool, _mode: Option<u32>) -> Result<Attempt, Error> {
     let Some(file) = open(path)? else {
         return Ok(Attempt::Contended);
@@ -52,6 +66,9 @@ pub(crate) fn try_lock(path: &Path, shared: bool, _mode: Option<u32>) -> Result<
 
 impl Held {
     /// Unlocks and closes; with `delete`, then tries to remove the file.
+    ///
+    /// Never fails on Windows: closing the handle releases the lock whatever `UnlockFile`
+    /// says, and a failed deletion means someone else has the file open, which is fine.
     pub(crate) fn release(self, path: &Path, delete: bool) -> Result<(), Error> {
         // Wine's UnlockFile can report ERROR_LOCK_VIOLATION for a lock the handle holds; closing
         // the handle releases the lock in every case, so the unlock result is not an error.
@@ -77,6 +94,7 @@ fn open(path: &Path) -> Result<Option<File>, Error> {
         .share_mode(FILE_SHARE_READ | FILE_SHARE_WRITE)
         .custom_flags(FILE_FLAG_OPEN_REPARSE_POINT);
     let mut made_parent = false;
+    let mut denied = 0;
     let file = loop {
         match options.open(path) {
             Ok(file) => break file,
@@ -86,7 +104,16 @@ fn open(path: &Path) -> Result<Option<File>, Error> {
                     std::fs::create_dir_all(parent).map_err(|e| Error::io(path, e))?;
                 }
             }
-            Err(e) => return denied_or_transient(path, e),
+            Err(e) => match classify(path, e)? {
+                Refused::Busy => return Ok(None),
+                Refused::Denied(e) => {
+                    denied += 1;
+                    if denied > DENIED_RETRIES {
+                        return Err(Error::io(path, e));
+                    }
+                    std::thread::sleep(DENIED_PAUSE);
+                }
+            },
         }
     };
     let meta = file.metadata().map_err(|e| Error::io(path, e))?;
@@ -102,18 +129,29 @@ fn open(path: &Path) -> Result<Option<File>, Error> {
     Ok(Some(file))
 }
 
-/// Sorts an open failure into a real error or a transient one (contention), as Python filelock
-/// does: a file being deleted, or opened by someone who denies sharing, is retried.
-fn denied_or_transient(path: &Path, e: io::Error) -> Result<Option<File>, Error> {
+/// An open refused for a reason that may pass.
+enum Refused {
+    /// Someone else has the file open without sharing, or it is being deleted: contention.
+    Busy,
+    /// "Access denied" on an existing regular file: a file being deleted, or a real denial.
+    Denied(io::Error),
+}
+
+/// Sorts an open failure into a real error or one that may pass. Access denied on a directory,
+/// a symbolic link or junction, or a read-only file is final.
+fn classify(path: &Path, e: io::Error) -> Result<Refused, Error> {
     match e.raw_os_error() {
-        Some(ERROR_SHARING_VIOLATION) | Some(ERROR_DELETE_PENDING) => Ok(None),
+        Some(ERROR_SHARING_VIOLATION) | Some(ERROR_DELETE_PENDING) => Ok(Refused::Busy),
         Some(ERROR_ACCESS_DENIED) => match std::fs::symlink_metadata(path) {
             Ok(m) if m.is_dir() => Err(Error::not_a_file(path, "it is a directory")),
+            Ok(m) if m.file_type().is_symlink() => Err(Error::not_a_file(
+                path,
+                "it is a symbolic link or junction, and lock files are never opened through one",
+            )),
             Ok(m) if m.permissions().readonly() => Err(Error::io(path, e)),
-            // A file in the middle of being deleted answers "access denied" until the last
-            // handle to it closes (and then it is gone).
-            Ok(_) => Ok(None),
-            Err(m) if m.kind() == io::ErrorKind::NotFound => Ok(None),
+            Ok(_) => Ok(Refused::Denied(e)),
+            // Gone by now: it was being deleted.
+            Err(m) if m.kind() == io::ErrorKind::NotFound => Ok(Refused::Busy),
             Err(_) => Err(Error::io(path, e)),
         },
         _ => Err(Error::io(path, e)),
