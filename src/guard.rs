@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::error::Action;
 use crate::lock::Hard;
 use crate::trace::debug;
 use crate::{sys, Error};
@@ -79,7 +80,9 @@ impl FileLockGuard {
             return Ok(());
         };
         let path = self.lock.resolved_path();
-        let result = held.release(path, self.lock.delete_on_release());
+        let result = held
+            .release(path, self.lock.delete_on_release())
+            .map_err(|e| e.during(Action::Release));
         // The OS lock is gone: let the next waiter in this process try at once.
         self.lock.local().released(self.shared);
         debug!(path = ?path, shared = self.shared, ok = result.is_ok(), "lock released");

@@ -18,7 +18,6 @@ use rustix::fs::{FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 
 use super::Attempt;
-use crate::error::Action;
 use crate::Error;
 
 /// Attempts are non-blocking system calls: run them on the task that polls.
@@ -90,7 +89,7 @@ impl Held {
                 Ok(now) if file_id(&now) == self.id => {
                     if let Err(e) = rustix::fs::unlink(path) {
                         if e != Errno::NOENT {
-                            result = Err(Error::io(path, e.into()).during(Action::Release));
+                            result = Err(Error::io(path, e.into()));
                         }
                     }
                 }
@@ -105,7 +104,7 @@ impl Held {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     if result.is_ok() {
-                        result = Err(Error::io(path, e).during(Action::Release));
+                        result = Err(Error::io(path, e));
                     }
                 }
                 Ok(()) => {}
