@@ -8,6 +8,7 @@
 #![cfg(unix)]
 
 #[path = "common/child.rs"]
+#[macro_use]
 mod child;
 mod common;
 
@@ -299,40 +300,6 @@ fn we_exclude_python(mode: Mode) {
     py.expect("RELEASED");
     py.wait_success();
     mode.try_acquire(&path, false).expect("free").release();
-}
-
-/// One test per scenario and mode, named `scenario::mode`.
-macro_rules! per_mode {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            use super::*;
-
-            #[test]
-            fn tokio_current_thread() {
-                super::$scenario(Mode::Async(Runtime::TokioCurrentThread));
-            }
-
-            #[test]
-            fn tokio_multi_thread() {
-                super::$scenario(Mode::Async(Runtime::TokioMultiThread));
-            }
-
-            #[test]
-            fn smol() {
-                super::$scenario(Mode::Async(Runtime::Smol));
-            }
-
-            #[test]
-            fn block_on() {
-                super::$scenario(Mode::Async(Runtime::BlockOn));
-            }
-
-            #[test]
-            fn blocking() {
-                super::$scenario(Mode::Blocking);
-            }
-        }
-    )*};
 }
 
 per_mode!(

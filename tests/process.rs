@@ -7,6 +7,7 @@
 //! hang detectors.
 
 #[path = "common/child.rs"]
+#[macro_use]
 mod child;
 mod common;
 
@@ -264,40 +265,6 @@ fn counter_keep(mode: Mode) {
 
 fn counter_delete_on_release(mode: Mode) {
     counter(mode, true);
-}
-
-/// One test per scenario and mode, named `scenario::mode`.
-macro_rules! per_mode {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            use super::*;
-
-            #[test]
-            fn tokio_current_thread() {
-                super::$scenario(Mode::Async(Runtime::TokioCurrentThread));
-            }
-
-            #[test]
-            fn tokio_multi_thread() {
-                super::$scenario(Mode::Async(Runtime::TokioMultiThread));
-            }
-
-            #[test]
-            fn smol() {
-                super::$scenario(Mode::Async(Runtime::Smol));
-            }
-
-            #[test]
-            fn block_on() {
-                super::$scenario(Mode::Async(Runtime::BlockOn));
-            }
-
-            #[test]
-            fn blocking() {
-                super::$scenario(Mode::Blocking);
-            }
-        }
-    )*};
 }
 
 per_mode!(

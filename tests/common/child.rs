@@ -598,3 +598,37 @@ pub fn check_alternation(log: &str, pids: &[u32], times: usize) -> usize {
     }
     switches
 }
+
+/// One test per scenario and mode, named `scenario::mode`.
+macro_rules! per_mode {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            use super::*;
+
+            #[test]
+            fn tokio_current_thread() {
+                super::$scenario(Mode::Async(Runtime::TokioCurrentThread));
+            }
+
+            #[test]
+            fn tokio_multi_thread() {
+                super::$scenario(Mode::Async(Runtime::TokioMultiThread));
+            }
+
+            #[test]
+            fn smol() {
+                super::$scenario(Mode::Async(Runtime::Smol));
+            }
+
+            #[test]
+            fn block_on() {
+                super::$scenario(Mode::Async(Runtime::BlockOn));
+            }
+
+            #[test]
+            fn blocking() {
+                super::$scenario(Mode::Blocking);
+            }
+        }
+    )*};
+}
