@@ -71,22 +71,25 @@ fn flock_exclusive_excludes_us(mode: Mode) {
     let dir = tmp();
     let path = lock_path(&dir, "flock-x.lock");
     let mut flock = flock_holder("-x", &path);
-    assert_fails(mode.try_acquire(&path, false), ErrorKind::WouldBlock, &path);
-    assert_fails(mode.try_acquire(&path, true), ErrorKind::WouldBlock, &path);
-    assert_fails(
-        mode.acquire_timeout(&path, false, SHORT),
-        ErrorKind::Timeout,
-        &path,
-    );
-    let took = mode.acquire_after(&path, false, || {
+    excluded_until(mode, &path, "flock exited", || {
         flock.send("go");
         flock.expect("RELEASING");
     });
-    assert!(
-        took < PROMPT,
-        "{mode:?}: acquired {took:?} after flock exited"
-    );
     flock.wait_success();
+}
+
+/// A foreign exclusive holder keeps us out (both tries are `WouldBlock`, a short timed
+/// acquire is `Timeout`), and we get the lock promptly once `release` made it let go.
+fn excluded_until(mode: Mode, path: &Path, after: &str, release: impl FnOnce()) {
+    assert_fails(mode.try_acquire(path, false), ErrorKind::WouldBlock, path);
+    assert_fails(mode.try_acquire(path, true), ErrorKind::WouldBlock, path);
+    assert_fails(
+        mode.acquire_timeout(path, false, SHORT),
+        ErrorKind::Timeout,
+        path,
+    );
+    let took = mode.acquire_after(path, false, release);
+    assert!(took < PROMPT, "{mode:?}: acquired {took:?} after {after}");
 }
 
 /// flock(1) holds shared: we share it, but cannot take it exclusively until flock exits.
@@ -257,21 +260,10 @@ fn python_holder_excludes_us(mode: Mode) {
     let mut py = python(PY_HOLDER, &path, "python holder");
     py.expect("WAITING");
     py.expect("HELD");
-    assert_fails(mode.try_acquire(&path, false), ErrorKind::WouldBlock, &path);
-    assert_fails(mode.try_acquire(&path, true), ErrorKind::WouldBlock, &path);
-    assert_fails(
-        mode.acquire_timeout(&path, false, SHORT),
-        ErrorKind::Timeout,
-        &path,
-    );
-    let took = mode.acquire_after(&path, false, || {
+    excluded_until(mode, &path, "Python released", || {
         py.send("release");
         py.expect("RELEASED");
     });
-    assert!(
-        took < PROMPT,
-        "{mode:?}: acquired {took:?} after Python released"
-    );
     py.wait_success();
 }
 
