@@ -99,20 +99,14 @@ impl Held {
         }
         // An explicit unlock releases the lock even if a forked child still shares the open
         // file description; closing alone would not.
-        loop {
+        let unlocked = loop {
             match self.file.unlock() {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    if result.is_ok() {
-                        result = Err(Error::io(path, e));
-                    }
-                }
-                Ok(()) => {}
+                r => break r,
             }
-            break;
-        }
+        };
         drop(self.file);
-        result
+        result.and(unlocked.map_err(|e| Error::io(path, e)))
     }
 }
 

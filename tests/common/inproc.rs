@@ -180,27 +180,19 @@ fn probe_file(path: &Path) -> Option<File> {
 /// Whether an exclusive OS lock on `path` can be taken right now by someone outside this
 /// crate (as another process would). A missing file counts as free.
 pub fn foreign_can_lock(path: &Path) -> bool {
-    let Some(f) = probe_file(path) else {
-        return true;
-    };
-    match f.try_lock() {
-        Ok(()) => {
-            // Closing the file releases the lock; an unlock error is not the point here (Wine
-            // reports a spurious lock violation for a lock the handle holds).
-            let _ = f.unlock();
-            true
-        }
-        Err(TryLockError::WouldBlock) => false,
-        Err(TryLockError::Error(e)) => panic!("probe lock on {path:?}: {e}"),
-    }
+    foreign_probe(path, File::try_lock)
 }
 
 /// Whether a shared OS lock on `path` can be taken right now from outside the crate.
 pub fn foreign_can_lock_shared(path: &Path) -> bool {
+    foreign_probe(path, File::try_lock_shared)
+}
+
+fn foreign_probe(path: &Path, try_lock: fn(&File) -> Result<(), TryLockError>) -> bool {
     let Some(f) = probe_file(path) else {
         return true;
     };
-    match f.try_lock_shared() {
+    match try_lock(&f) {
         Ok(()) => {
             // Closing the file releases the lock; an unlock error is not the point here (Wine
             // reports a spurious lock violation for a lock the handle holds).
