@@ -60,6 +60,12 @@ pub(crate) trait LockKind: Send + Sync + 'static {
 
     /// The pause between attempts against a holder in another process.
     fn backoff(&self) -> Backoff;
+
+    /// A holder this host cannot probe, for the error that ends a wait (soft locks name a
+    /// marker from another host).
+    fn holder(&self) -> Option<String> {
+        None
+    }
 }
 
 /// How long one acquisition may take.
@@ -320,12 +326,13 @@ impl<K: LockKind> Run<K> {
         if let Some(ticket) = self.ticket.take() {
             self.local.leave(ticket);
         }
+        let holder = (blocker == Blocker::Os).then(|| kind.holder()).flatten();
         if limit == Limit::Once {
-            return Error::would_block(kind.path(), blocker == Blocker::Here);
+            return Error::would_block(kind.path(), blocker == Blocker::Here).with_holder(holder);
         }
         let waited = self.start.elapsed();
         debug!(path = ?kind.path(), waited = ?waited, "timed out waiting for lock");
-        Error::timeout(kind.path(), waited)
+        Error::timeout(kind.path(), waited).with_holder(holder)
     }
 }
 

@@ -11,6 +11,13 @@
 //! error rather than waiting for itself, and so does a thread that asks, without a time
 //! limit, for a path it already holds through *another* `FileLock`.
 //!
+//! [`SoftFileLock`], [`SoftFileLease`] and [`StrictSoftFileLock`] are the blocking twins of
+//! the soft locks. They wrap the async locks the same way (build one with options through
+//! `From`, e.g. `blocking::SoftFileLock::from(async_filelock::SoftFileLock::builder(p)...)`),
+//! and their guards dereference to the async guards, so a lease's `fence()` is at hand.
+//! Soft locks are not re-entrant: asking again from the thread that holds one, without a time
+//! limit, is a [`Deadlock`](crate::ErrorKind::Deadlock) error rather than a hang.
+//!
 //! Do not call these methods from an async task: they block the thread. Use
 //! [`crate::FileLock`] there.
 //!
@@ -388,3 +395,212 @@ impl FileLockBuilder {
         self.0.build().map(FileLock::from)
     }
 }
+
+/// Blocking twins of the soft locks: each waits on the calling thread and returns a guard
+/// that dereferences to the async lock's guard.
+///
+/// Soft locks are not re-entrant: a marker names a process, not a thread, so a thread that
+/// holds one cannot tell its own nested use from another thread's. A thread that asks again,
+/// without a time limit, for a path it holds through a blocking lock gets a
+/// [`Deadlock`](crate::ErrorKind::Deadlock) error instead of waiting for itself.
+macro_rules! blocking_soft {
+    ($(#[$doc:meta])* $name:ident, $inner:ty, $(#[$gdoc:meta])* $guard:ident, $inner_guard:ty) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name {
+            lock: $inner,
+        }
+
+        impl $name {
+            /// Creates the lock on `path` with default options. No I/O happens here.
+            pub fn new(path: impl AsRef<Path>) -> $name {
+                $name { lock: <$inner>::new(path) }
+            }
+
+            /// The path of the marker, as given.
+            pub fn path(&self) -> &Path {
+                self.lock.path()
+            }
+
+            /// The async lock this one wraps.
+            pub fn as_async(&self) -> &$inner {
+                &self.lock
+            }
+
+            /// Blocks until the lock is held (or the lock's timeout passes).
+            ///
+            /// # Errors
+            ///
+            /// As the async lock's `acquire`, plus [`Deadlock`](crate::ErrorKind::Deadlock)
+            /// when this thread already holds the path through a blocking lock and no time
+            /// limit is set.
+            pub fn acquire(&self) -> Result<$guard, Error> {
+                self.acquire_with(Limit::Default)
+            }
+
+            /// Blocks until the lock is held or `timeout` passes; `Duration::ZERO` means one
+            /// attempt.
+            ///
+            /// # Errors
+            ///
+            /// [`Timeout`](crate::ErrorKind::Timeout) when the time runs out; otherwise as
+            /// [`acquire`](Self::acquire).
+            pub fn acquire_timeout(&self, timeout: Duration) -> Result<$guard, Error> {
+                self.acquire_with(Limit::After(Some(timeout)))
+            }
+
+            /// Makes one attempt, without waiting.
+            ///
+            /// # Errors
+            ///
+            /// [`WouldBlock`](crate::ErrorKind::WouldBlock) when the lock is held elsewhere.
+            pub fn try_acquire(&self) -> Result<$guard, Error> {
+                self.acquire_with(Limit::Once)
+            }
+
+            fn acquire_with(&self, limit: Limit) -> Result<$guard, Error> {
+                let key = Arc::as_ptr(&self.lock.queue()?) as usize;
+                let forever = limit.or(self.lock.timeout()).deadline(Instant::now()).is_none();
+                if forever && HELD.try_with(|h| h.borrow().contains(&key)) == Ok(true) {
+                    return Err(Error::deadlock(
+                        self.lock.path(),
+                        "this thread already holds it, and soft locks are not re-entrant, so \
+                         waiting would never end",
+                    ));
+                }
+                let inner = self.lock.acquire_blocking(limit)?;
+                let _ = HELD.try_with(|h| h.borrow_mut().push(key));
+                Ok($guard { inner: Some(inner), key, _not_send: PhantomData })
+            }
+        }
+
+        impl From<$inner> for $name {
+            /// Wraps an async lock (sharing its options) for use from synchronous code.
+            fn from(lock: $inner) -> $name {
+                $name { lock }
+            }
+        }
+
+        $(#[$gdoc])*
+        ///
+        /// It dereferences to the async guard. It is not `Send`: the thread that took it
+        /// releases it.
+        #[must_use = "the lock is released as soon as the guard is dropped"]
+        pub struct $guard {
+            inner: Option<$inner_guard>,
+            key: usize,
+            _not_send: PhantomData<*const ()>,
+        }
+
+        impl $guard {
+            /// Releases the lock now.
+            ///
+            /// # Errors
+            ///
+            /// As the async guard's `release`.
+            pub fn release(mut self) -> Result<(), Error> {
+                self.forget_hold();
+                self.inner.take().map_or(Ok(()), |g| g.release())
+            }
+
+            fn forget_hold(&self) {
+                let key = self.key;
+                let _ = HELD.try_with(|h| {
+                    let mut h = h.borrow_mut();
+                    if let Some(i) = h.iter().position(|&k| k == key) {
+                        h.swap_remove(i);
+                    }
+                });
+            }
+        }
+
+        impl std::ops::Deref for $guard {
+            type Target = $inner_guard;
+
+            fn deref(&self) -> &$inner_guard {
+                self.inner.as_ref().expect("a live guard holds its lock")
+            }
+        }
+
+        impl Drop for $guard {
+            fn drop(&mut self) {
+                if self.inner.is_some() {
+                    self.forget_hold();
+                }
+            }
+        }
+
+        impl fmt::Debug for $guard {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_tuple(stringify!($guard)).field(&self.inner).finish()
+            }
+        }
+    };
+}
+
+blocking_soft!(
+    /// A [`crate::SoftFileLock`] for synchronous code.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_filelock::blocking::SoftFileLock;
+    ///
+    /// let lock = SoftFileLock::new(std::env::temp_dir().join("doc-blocking-soft.lock"));
+    /// let guard = lock.acquire()?;
+    /// assert!(lock.as_async().is_held_by_us());
+    /// // Not re-entrant: asking again without a time limit is refused, not a hang.
+    /// assert_eq!(lock.acquire().unwrap_err().kind(), async_filelock::ErrorKind::Deadlock);
+    /// guard.release()?;
+    /// # Ok::<(), async_filelock::Error>(())
+    /// ```
+    SoftFileLock,
+    crate::SoftFileLock,
+    /// A held [`blocking::SoftFileLock`](SoftFileLock); dropping it removes the marker.
+    SoftFileLockGuard,
+    crate::SoftFileLockGuard
+);
+
+blocking_soft!(
+    /// A [`crate::SoftFileLease`] for synchronous code. The heartbeat runs on its own
+    /// thread, as with the async lease.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_filelock::blocking::SoftFileLease;
+    ///
+    /// let lease = SoftFileLease::new(std::env::temp_dir().join("doc-blocking-lease.lock"));
+    /// let guard = lease.acquire()?;
+    /// println!("holding with fencing token {}", guard.fence());
+    /// # Ok::<(), async_filelock::Error>(())
+    /// ```
+    SoftFileLease,
+    crate::SoftFileLease,
+    /// A held [`blocking::SoftFileLease`](SoftFileLease); dropping it stops the heartbeat and
+    /// removes the marker.
+    SoftFileLeaseGuard,
+    crate::SoftFileLeaseGuard
+);
+
+blocking_soft!(
+    /// A [`crate::StrictSoftFileLock`] for synchronous code.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_filelock::blocking::StrictSoftFileLock;
+    ///
+    /// let lock = StrictSoftFileLock::new(std::env::temp_dir().join("doc-blocking-strict.lock"));
+    /// let guard = lock.acquire()?;
+    /// assert_eq!(lock.as_async().claims()?.len(), 2); // our intent and held claims
+    /// guard.release()?;
+    /// # Ok::<(), async_filelock::Error>(())
+    /// ```
+    StrictSoftFileLock,
+    crate::StrictSoftFileLock,
+    /// A held [`blocking::StrictSoftFileLock`](StrictSoftFileLock); dropping it removes this
+    /// holder's claims.
+    StrictSoftFileLockGuard,
+    crate::StrictSoftFileLockGuard
+);

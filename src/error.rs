@@ -35,6 +35,13 @@ pub enum ErrorKind {
     Deadlock,
     /// The platform or file system cannot lock files (for example `flock` returned `ENOSYS`).
     Unsupported,
+    /// A soft lock found state on disk it will not interpret: a strict lock's claim
+    /// directory in a state no writer produces, or a file system that lacks what the
+    /// protocol needs (no-replace hard links). Waiting would not help.
+    Protocol,
+    /// A [`SoftFileLease`](crate::SoftFileLease) found a live lease on its path published
+    /// with a different duration; every contender for a path must agree on it.
+    LeaseMismatch,
     /// Any other I/O error; [`Error::source`](std::error::Error::source) has the details.
     Io,
 }
@@ -49,6 +56,8 @@ impl ErrorKind {
             ErrorKind::NotAFile | ErrorKind::InvalidInput => io::ErrorKind::InvalidInput,
             ErrorKind::Deadlock => io::ErrorKind::Deadlock,
             ErrorKind::Unsupported => io::ErrorKind::Unsupported,
+            ErrorKind::Protocol => io::ErrorKind::InvalidData,
+            ErrorKind::LeaseMismatch => io::ErrorKind::InvalidInput,
             ErrorKind::Io => io::ErrorKind::Other,
         }
     }
@@ -102,6 +111,8 @@ struct Repr {
     path: Option<PathBuf>,
     detail: Option<Cow<'static, str>>,
     waited: Option<Duration>,
+    /// For a timeout: a holder this host cannot probe, in words.
+    holder: Option<String>,
     source: Option<io::Error>,
 }
 
@@ -114,6 +125,7 @@ impl Error {
                 path: None,
                 detail: None,
                 waited: None,
+                holder: None,
                 source: None,
             }),
         }
@@ -133,6 +145,36 @@ impl Error {
         let mut e = Error::new(ErrorKind::Timeout).with_path(path);
         e.repr.waited = Some(waited);
         e
+    }
+
+    /// Names a holder this host cannot probe (for a timeout or a refused single attempt).
+    pub(crate) fn with_holder(mut self, holder: Option<String>) -> Error {
+        self.repr.holder = holder;
+        self
+    }
+
+    pub(crate) fn protocol(path: &Path, detail: impl Into<Cow<'static, str>>) -> Error {
+        let mut e = Error::new(ErrorKind::Protocol).with_path(path);
+        e.repr.detail = Some(detail.into());
+        e
+    }
+
+    pub(crate) fn lease_mismatch(path: &Path, theirs: f64, ours: f64) -> Error {
+        use crate::soft::record::py_float_repr as repr;
+        let mut e = Error::new(ErrorKind::LeaseMismatch).with_path(path);
+        e.repr.detail = Some(Cow::Owned(format!(
+            "it holds a lease of {}s but this contender configured {}s; every contender for a \
+             path must agree on the lease duration",
+            repr(theirs),
+            repr(ours)
+        )));
+        e
+    }
+
+    /// Adds words to an error (an I/O error's context, say).
+    pub(crate) fn with_detail(mut self, detail: impl Into<Cow<'static, str>>) -> Error {
+        self.repr.detail = Some(detail.into());
+        self
     }
 
     /// `here`: the blocker is a holder or an earlier waiter in this process.
@@ -201,6 +243,13 @@ impl Error {
         self.repr.waited
     }
 
+    /// For a [`Timeout`](ErrorKind::Timeout) or [`WouldBlock`](ErrorKind::WouldBlock) on a
+    /// soft lock: the holder this host cannot probe, such as `"pid 7 on build-host"` (a
+    /// marker from another host, which is never broken automatically).
+    pub fn holder(&self) -> Option<&str> {
+        self.repr.holder.as_deref()
+    }
+
     /// The operating-system error code behind this error, if there is one.
     pub fn raw_os_error(&self) -> Option<i32> {
         self.repr.source.as_ref().and_then(io::Error::raw_os_error)
@@ -223,6 +272,8 @@ impl fmt::Display for Error {
             ErrorKind::WouldBlock => {
                 write!(f, "the lock on {path:?} is held elsewhere")?;
             }
+            ErrorKind::LeaseMismatch => write!(f, "cannot take the lease on {path:?}")?,
+            ErrorKind::Protocol => write!(f, "invalid soft-lock state at {path:?}")?,
             _ => match r.action {
                 Action::Lock => write!(f, "cannot lock {path:?}")?,
                 Action::Release => write!(f, "cannot release the lock on {path:?}")?,
@@ -231,6 +282,9 @@ impl fmt::Display for Error {
         }
         if let Some(detail) = &r.detail {
             write!(f, ": {detail}")?;
+        }
+        if let Some(holder) = &r.holder {
+            write!(f, "; it is held by {holder}, which this host cannot probe")?;
         }
         if let Some(source) = &r.source {
             write!(f, ": {source}")?;
@@ -252,6 +306,9 @@ impl fmt::Debug for Error {
         }
         if let Some(waited) = &r.waited {
             d.field("waited", waited);
+        }
+        if let Some(holder) = &r.holder {
+            d.field("holder", holder);
         }
         if let Some(source) = &r.source {
             d.field("source", source);

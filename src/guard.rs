@@ -5,9 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::Action;
-use crate::lock::Hard;
+use crate::lock::{Hard, HardHeld};
 use crate::trace::debug;
-use crate::{sys, Error};
+use crate::Error;
 
 /// A held [`FileLock`](crate::FileLock), exclusive or shared. Dropping it releases the lock.
 ///
@@ -32,12 +32,12 @@ use crate::{sys, Error};
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct FileLockGuard {
     lock: Arc<Hard>,
-    held: Option<sys::Held>,
+    held: Option<HardHeld>,
     shared: bool,
 }
 
 impl FileLockGuard {
-    pub(crate) fn new(lock: Arc<Hard>, held: sys::Held, shared: bool) -> FileLockGuard {
+    pub(crate) fn new(lock: Arc<Hard>, held: HardHeld, shared: bool) -> FileLockGuard {
         FileLockGuard {
             lock,
             held: Some(held),

@@ -12,6 +12,9 @@
 //! - Inside one process, waiters queue in order, only the first touches the file, and a
 //!   release wakes the next waiter at once.
 //! - [`blocking::FileLock`] offers the same lock to synchronous code.
+//! - Soft locks for network file systems, on-disk compatible with Python filelock:
+//!   [`SoftFileLock`], [`SoftFileLease`] and [`StrictSoftFileLock`] (see
+//!   [Soft locks](#soft-locks)).
 //!
 //! # Examples
 //!
@@ -45,8 +48,33 @@
 //!
 //! - to exclude tasks that never leave one process: `async_lock::Mutex` is far cheaper;
 //! - on network file systems (NFS, SMB, Lustre), where `flock` is unreliable or local to one
-//!   client; lock-file (soft) locks are the tool there;
+//!   client; use the [soft locks](#soft-locks) there;
 //! - against processes that do not lock: OS file locks are advisory on Unix.
+//!
+//! # Soft locks
+//!
+//! A soft lock is a marker file whose existence is the lock. It needs nothing from the file
+//! system but exclusive creation, so it works where `flock` does not travel, and its records
+//! are byte-compatible with Python filelock 4.2, so Python and Rust processes can share one
+//! lock path. All three kinds use the same waiting loop, options, futures, guards, errors and
+//! [`blocking`] twins as [`FileLock`].
+//!
+//! | | Broken when | Use it for |
+//! |---|---|---|
+//! | [`SoftFileLock`] | its owner is provably dead (same host; pid gone or recycled) | NFS/SMB locks between cooperating programs |
+//! | [`SoftFileLease`] | its owner is dead, or it went unrefreshed for its duration | work that must progress even if a holder hangs; comes with a fencing token |
+//! | [`StrictSoftFileLock`] | never, only by an explicit [`force_break`](StrictSoftFileLock::force_break) | fail-closed exclusion |
+//!
+//! A marker from another host is never broken automatically: this host cannot tell whether
+//! its owner lives. A timeout then names it (`"pid 7 on build-host"`, see [`Error::holder`]).
+//!
+//! [`FileLock`] itself falls back to a soft lock when the file system has no `flock`
+//! (`ENOSYS`), as Python filelock does; [`SoftFallback`] makes that, and `ENOTSUP`/`ENOLCK`,
+//! a choice.
+//!
+//! Trust boundary (as Python filelock states it): soft locks guard against other accounts
+//! only when the lock's directory and its parents are not writable by them, and not against
+//! hostile processes of the same user.
 //!
 //! # Cancellation
 //!
@@ -72,7 +100,10 @@
 //! # Re-entrancy
 //!
 //! The async lock is not re-entrant: a task that holds it and acquires it again waits for
-//! itself. The [`blocking`] wrappers are re-entrant per thread, like Python filelock.
+//! itself. The [`blocking::FileLock`] wrapper is re-entrant per thread, like Python filelock.
+//! Soft locks are not re-entrant (a marker names a process, not a thread); their blocking
+//! twins refuse a same-thread second acquisition without a time limit with
+//! [`ErrorKind::Deadlock`] rather than hang.
 //!
 //! # Platforms
 //!
@@ -113,17 +144,25 @@ mod error;
 mod guard;
 mod local;
 mod lock;
+mod soft;
 mod sys;
 mod trace;
 
 pub use backoff::Backoff;
 pub use error::{Error, ErrorKind};
 pub use guard::FileLockGuard;
-pub use lock::{Acquire, FileLock, FileLockBuilder};
+pub use lock::{Acquire, FileLock, FileLockBuilder, SoftFallback};
+pub use soft::record::OwnerMode;
+pub use soft::{
+    ClaimState, CompromiseReason, LeaseCompromise, Owner, SoftFileLease, SoftFileLeaseBuilder,
+    SoftFileLeaseGuard, SoftFileLock, SoftFileLockBuilder, SoftFileLockGuard, StrictClaim,
+    StrictSoftFileLock, StrictSoftFileLockBuilder, StrictSoftFileLockGuard,
+};
 
 /// The named futures returned by this crate's async methods.
 pub mod futures {
     pub use crate::lock::Acquire;
+    pub use crate::soft::{AcquireLease, AcquireSoft, AcquireStrict};
 }
 
 #[cfg(doctest)]

@@ -4,6 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -11,7 +12,8 @@ use std::time::Duration;
 use crate::acquire::{Limit, LockKind, WaitLoop};
 use crate::error::Action;
 use crate::local::Local;
-use crate::{sys, Backoff, Error, FileLockGuard};
+use crate::trace::warning;
+use crate::{soft, sys, Backoff, Error, FileLockGuard};
 
 /// A cross-process lock on a file, acquired without blocking the async runtime.
 ///
@@ -49,16 +51,53 @@ pub struct FileLock {
 
 /// The lock kind behind [`FileLock`]: an OS lock on a file.
 pub(crate) struct Hard {
-    /// The path as the user gave it.
-    path: PathBuf,
+    /// The path as the user gave it, and once resolved, the absolute path and in-process
+    /// queue, fixed at the first acquisition.
+    place: Place,
     options: Options,
-    /// The absolute path and in-process queue, fixed at the first acquisition.
-    resolved: OnceLock<Resolved>,
+    /// The file system could not `flock` and the lock fell back to a soft lock: later
+    /// attempts skip the OS lock.
+    soft: AtomicBool,
+    /// Watches a soft marker for change (used after a fallback).
+    watch: soft::Watch,
 }
 
-struct Resolved {
-    path: PathBuf,
-    local: Arc<Local>,
+/// What a held [`FileLock`] holds: the OS lock, or (after a fallback) a soft marker.
+#[derive(Debug)]
+pub(crate) enum HardHeld {
+    Os(sys::Held),
+    Soft(soft::marker::Marker),
+}
+
+impl HardHeld {
+    pub(crate) fn release(self, path: &Path, delete: bool) -> Result<(), Error> {
+        match self {
+            HardHeld::Os(held) => held.release(path, delete),
+            HardHeld::Soft(marker) => marker.release(path),
+        }
+    }
+}
+
+/// When a [`FileLock`] falls back to a soft lock (a marker file, see
+/// [`SoftFileLock`](crate::SoftFileLock)) because the file system cannot take OS locks.
+///
+/// A soft lock is always exclusive: shared acquisitions of a lock that fell back exclude each
+/// other. A marker is removed on release, and a stale one (its owner provably dead) is
+/// broken, as [`SoftFileLock`](crate::SoftFileLock) describes. A `tracing` warning marks the
+/// moment of the fallback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SoftFallback {
+    /// Never: the OS error is returned.
+    Never,
+    /// When `flock` fails with `ENOSYS` (the file system has no lock operation at all, as some
+    /// FUSE file systems), as Python filelock does. The default.
+    #[default]
+    OnNoSys,
+    /// Also on `ENOTSUP`/`EOPNOTSUPP` and `ENOLCK` (an NFS mount without a lock manager
+    /// reports `ENOLCK`). Python filelock returns those errors; this is a deliberate choice
+    /// for file systems known to lack working locks.
+    OnUnsupported,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -67,6 +106,7 @@ struct Options {
     backoff: Backoff,
     mode: Option<u32>,
     delete_on_release: bool,
+    fallback: SoftFallback,
 }
 
 impl FileLock {
@@ -113,9 +153,10 @@ impl FileLock {
     fn from_options(path: &Path, options: Options) -> FileLock {
         FileLock {
             hard: Arc::new(Hard {
-                path: path.to_path_buf(),
+                place: Place::new(path),
                 options,
-                resolved: OnceLock::new(),
+                soft: AtomicBool::new(false),
+                watch: soft::Watch::default(),
             }),
         }
     }
@@ -123,7 +164,7 @@ impl FileLock {
     /// The path of the lock file, as given to [`new`](FileLock::new) or
     /// [`builder`](FileLock::builder).
     pub fn path(&self) -> &Path {
-        &self.hard.path
+        &self.hard.place.path
     }
 
     /// The default time limit of an acquisition (`None`: no limit).
@@ -264,16 +305,51 @@ impl fmt::Debug for FileLock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let o = &self.hard.options;
         f.debug_struct("FileLock")
-            .field("path", &self.hard.path)
+            .field("path", &self.hard.place.path)
             .field("timeout", &o.timeout)
             .field("backoff", &o.backoff)
             .field("mode", &o.mode.map(|m| format!("{m:#o}")))
             .field("delete_on_release", &o.delete_on_release)
+            .field("fallback", &o.fallback)
             .finish()
     }
 }
 
 impl Hard {
+    pub(crate) fn resolved_path(&self) -> &Path {
+        self.place.resolved_path()
+    }
+
+    pub(crate) fn local(&self) -> &Arc<Local> {
+        self.place.local()
+    }
+
+    pub(crate) fn delete_on_release(&self) -> bool {
+        self.options.delete_on_release
+    }
+}
+
+/// A lock's path as given, and once first used, as resolved: absolute, with the in-process
+/// queue of the file it names. Every lock kind resolves its path through this.
+pub(crate) struct Place {
+    pub(crate) path: PathBuf,
+    resolved: OnceLock<Resolved>,
+}
+
+struct Resolved {
+    path: PathBuf,
+    local: Arc<Local>,
+}
+
+impl Place {
+    pub(crate) fn new(path: &Path) -> Place {
+        Place {
+            path: path.to_path_buf(),
+            resolved: OnceLock::new(),
+        }
+    }
+
+    /// The absolute path once resolved; the path as given before.
     pub(crate) fn resolved_path(&self) -> &Path {
         self.resolved.get().map_or(&self.path, |r| &r.path)
     }
@@ -286,41 +362,60 @@ impl Hard {
             .local
     }
 
-    pub(crate) fn delete_on_release(&self) -> bool {
-        self.options.delete_on_release
-    }
-
-    fn resolve(&self) -> Result<Resolved, Error> {
+    /// Checks and resolves the path (once) and returns its in-process queue.
+    pub(crate) fn prepare(&self) -> Result<Arc<Local>, Error> {
+        if let Some(r) = self.resolved.get() {
+            return Ok(r.local.clone());
+        }
         check_path(&self.path)?;
         let path = std::path::absolute(&self.path).map_err(|e| Error::io(&self.path, e))?;
         let local = Local::for_path(&sys::queue_key(&path));
-        Ok(Resolved { path, local })
+        Ok(self
+            .resolved
+            .get_or_init(|| Resolved { path, local })
+            .local
+            .clone())
     }
 }
 
 impl LockKind for Hard {
-    type Held = sys::Held;
+    type Held = HardHeld;
     const ATTEMPT_BLOCKS: bool = sys::ATTEMPT_BLOCKS;
 
     fn prepare(&self) -> Result<Arc<Local>, Error> {
-        if let Some(r) = self.resolved.get() {
-            return Ok(r.local.clone());
-        }
-        let r = self.resolve()?;
-        Ok(self.resolved.get_or_init(|| r).local.clone())
+        self.place.prepare()
     }
 
     fn path(&self) -> &Path {
         self.resolved_path()
     }
 
-    fn attempt(&self, shared: bool) -> Result<Option<sys::Held>, Error> {
-        match sys::try_lock(self.resolved_path(), shared, self.options.mode)? {
-            sys::Attempt::Locked(held) => Ok(Some(held)),
-            sys::Attempt::Contended => Ok(None),
+    fn attempt(&self, shared: bool) -> Result<Option<HardHeld>, Error> {
+        let path = self.resolved_path();
+        if !self.soft.load(Ordering::Relaxed) {
+            match sys::try_lock(path, shared, self.options.mode) {
+                Ok(sys::Attempt::Locked(held)) => return Ok(Some(HardHeld::Os(held))),
+                Ok(sys::Attempt::Contended) => return Ok(None),
+                Err(e) if sys::lacks_flock(&e, self.options.fallback) => {
+                    warning!(
+                        path = ?path,
+                        error = %e,
+                        "the file system cannot lock files; falling back to a soft lock"
+                    );
+                    self.soft.store(true, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
+            }
         }
+        let marker = soft::attempt(
+            path,
+            self.options.mode,
+            &soft::Flavor::Plain,
+            &self.watch,
+            None,
+        )?;
+        Ok(marker.map(HardHeld::Soft))
     }
-
     fn timeout(&self) -> Option<Duration> {
         self.options.timeout
     }
@@ -415,6 +510,25 @@ impl FileLockBuilder {
     /// clean.
     pub fn delete_on_release(mut self, delete: bool) -> FileLockBuilder {
         self.options.delete_on_release = delete;
+        self
+    }
+
+    /// When to fall back to a soft lock because the file system cannot take OS locks
+    /// (default [`SoftFallback::OnNoSys`], as Python filelock). See [`SoftFallback`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_filelock::{FileLock, SoftFallback};
+    ///
+    /// // On an NFS mount without a lock manager, use marker files rather than fail.
+    /// let lock = FileLock::builder("/mnt/shared/job.lock")
+    ///     .soft_fallback(SoftFallback::OnUnsupported)
+    ///     .build()?;
+    /// # Ok::<(), async_filelock::Error>(())
+    /// ```
+    pub fn soft_fallback(mut self, fallback: SoftFallback) -> FileLockBuilder {
+        self.options.fallback = fallback;
         self
     }
 
@@ -517,5 +631,66 @@ impl Future for Acquire {
 impl fmt::Debug for Acquire {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.wait.fmt(f)
+    }
+}
+
+#[cfg(all(test, unix))]
+mod fallback_tests {
+    use super::*;
+    use crate::soft::identity::{own_pid, owner_is_current};
+    use crate::soft::record::Holder;
+    use crate::ErrorKind;
+
+    fn forced(errno: i32) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nolocks.lock");
+        sys::test_hook::force(&path, errno);
+        (dir, path)
+    }
+
+    #[test]
+    fn enosys_falls_back_to_a_soft_marker() {
+        let (_dir, path) = forced(rustix::io::Errno::NOSYS.raw_os_error());
+        let lock = FileLock::new(&path);
+        let guard = lock.try_acquire().expect("falls back to a soft lock");
+        let content = std::fs::read_to_string(&path).unwrap();
+        let holder = Holder::parse(&content).expect("a protocol 1 record");
+        assert_eq!(holder.pid, own_pid());
+        assert!(owner_is_current(holder.pid, &holder.host, holder.start));
+        // Shared requests are exclusive once soft: a second holder in this process waits.
+        assert_eq!(
+            lock.try_acquire_shared().unwrap_err().kind(),
+            ErrorKind::WouldBlock
+        );
+        guard.release().unwrap();
+        assert!(!path.exists(), "the marker is removed on release");
+        // Later acquisitions go straight to the marker.
+        drop(lock.try_acquire().unwrap());
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn other_errors_are_a_choice() {
+        let enolck = rustix::io::Errno::NOLCK.raw_os_error();
+        let (_dir, path) = forced(enolck);
+        let err = FileLock::new(&path).try_acquire().unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(enolck), "{err}");
+        assert!(
+            !path.exists(),
+            "the file this attempt created is not left behind"
+        );
+        let wide = FileLock::builder(&path)
+            .soft_fallback(SoftFallback::OnUnsupported)
+            .build()
+            .unwrap();
+        drop(wide.try_acquire().expect("ENOLCK falls back when asked to"));
+
+        let (_dir, path) = forced(rustix::io::Errno::NOSYS.raw_os_error());
+        let never = FileLock::builder(&path)
+            .soft_fallback(SoftFallback::Never)
+            .build()
+            .unwrap();
+        let err = never.try_acquire().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
     }
 }

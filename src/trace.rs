@@ -11,4 +11,14 @@ macro_rules! debug {
     ($($arg:tt)*) => {};
 }
 
-pub(crate) use debug;
+#[cfg(feature = "tracing")]
+macro_rules! warning {
+    ($($arg:tt)*) => { ::tracing::warn!($($arg)*) };
+}
+
+#[cfg(not(feature = "tracing"))]
+macro_rules! warning {
+    ($($arg:tt)*) => {};
+}
+
+pub(crate) use {debug, warning};

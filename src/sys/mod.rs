@@ -9,22 +9,63 @@
 //! - `queue_key(path) -> PathBuf`: the name under which locks on an absolute `path` share
 //!   one in-process queue (spellings of one file should map to one key where that is cheap);
 //! - `Held`: the open, locked file; `Held::release(self, path, delete)` unlocks and closes it,
-//!   and dropping a `Held` releases it too (closing the file releases the OS lock).
+//!   and dropping a `Held` releases it too (closing the file releases the OS lock);
+//! - `host_name_raw()` and `process_alive(pid)`, which soft locks record and probe.
+//!
+//! Beside them: `marker` (the file operations of soft-lock markers), `exchange` (swapping two
+//! names in one step, where the platform can) and `process` (process start tokens and PID
+//! namespaces).
 
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]
-pub(crate) use unix::{queue_key, try_lock, Held, ATTEMPT_BLOCKS};
+pub(crate) use unix::{
+    host_name_raw, lacks_flock, process_alive, queue_key, try_lock, Held, ATTEMPT_BLOCKS,
+};
 
 #[cfg(windows)]
 mod windows;
 #[cfg(windows)]
-pub(crate) use windows::{queue_key, try_lock, Held, ATTEMPT_BLOCKS};
+use windows::harden;
+#[cfg(windows)]
+pub(crate) use windows::{
+    host_name_raw, lacks_flock, process_alive, queue_key, try_lock, Held, ATTEMPT_BLOCKS,
+};
 
 #[cfg(not(any(unix, windows)))]
 mod unsupported;
 #[cfg(not(any(unix, windows)))]
-pub(crate) use unsupported::{queue_key, try_lock, Held, ATTEMPT_BLOCKS};
+use unsupported::harden;
+#[cfg(not(any(unix, windows)))]
+pub(crate) use unsupported::{
+    host_name_raw, lacks_flock, process_alive, queue_key, try_lock, Held, ATTEMPT_BLOCKS,
+};
+
+#[cfg(all(unix, test))]
+pub(crate) use unix::test_hook;
+
+#[cfg(unix)]
+#[path = "marker_unix.rs"]
+pub(crate) mod marker;
+#[cfg(not(unix))]
+#[path = "marker_other.rs"]
+pub(crate) mod marker;
+
+#[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
+mod exchange_rename;
+#[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
+pub(crate) use exchange_rename::exchange;
+#[cfg(not(any(target_os = "linux", target_os = "android", target_vendor = "apple")))]
+mod exchange_none;
+#[cfg(not(any(target_os = "linux", target_os = "android", target_vendor = "apple")))]
+pub(crate) use exchange_none::exchange;
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[path = "process_linux.rs"]
+pub(crate) mod process;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[path = "process_fallback.rs"]
+pub(crate) mod process;
 
 /// The outcome of one attempt that did not fail.
 #[derive(Debug)]

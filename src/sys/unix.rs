@@ -11,7 +11,7 @@
 
 use std::fs::{File, TryLockError};
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{FileType, Mode, OFlags, Stat};
@@ -44,12 +44,21 @@ pub(crate) struct Held {
 /// Makes one non-blocking attempt to lock `path`.
 pub(crate) fn try_lock(path: &Path, shared: bool, mode: Option<u32>) -> Result<Attempt, Error> {
     for _ in 0..REPLACED_RETRIES {
-        let Some((fd, st)) = open(path, mode)? else {
+        let Some((fd, st, created)) = open(path, mode)? else {
             return Ok(Attempt::Contended);
         };
         let file = File::from(fd);
-        if !lock_nb(&file, shared).map_err(|e| Error::io(path, e))? {
-            return Ok(Attempt::Contended);
+        match lock_nb_at(&file, shared, path) {
+            Ok(true) => {}
+            Ok(false) => return Ok(Attempt::Contended),
+            Err(e) => {
+                // Do not leave behind a file this attempt created for a lock it could not
+                // take (a soft lock falling back on this path would read it as a holder).
+                if created {
+                    remove_if_same(path, file.as_fd());
+                }
+                return Err(Error::io(path, e));
+            }
         }
         // The file may have been unlinked or replaced between our open and our lock (a holder
         // releasing with delete-on-release, or a third party). Then we hold a lock nobody else
@@ -116,6 +125,29 @@ fn file_id(st: &Stat) -> (u64, u64) {
     (st.st_dev as u64, st.st_ino as u64)
 }
 
+/// `lock_nb`, except that tests can make chosen paths fail as a file system without locks.
+fn lock_nb_at(file: &File, shared: bool, path: &Path) -> io::Result<bool> {
+    #[cfg(test)]
+    if let Some(errno) = test_hook::forced(path) {
+        return Err(io::Error::from_raw_os_error(errno));
+    }
+    let _ = path;
+    lock_nb(file, shared)
+}
+
+/// Whether `e` says the file system cannot take `flock` locks at all, under `fallback`.
+pub(crate) fn lacks_flock(e: &Error, fallback: crate::SoftFallback) -> bool {
+    use crate::SoftFallback;
+    let Some(errno) = e.raw_os_error().map(Errno::from_raw_os_error) else {
+        return false;
+    };
+    match fallback {
+        SoftFallback::Never => false,
+        SoftFallback::OnNoSys => errno == Errno::NOSYS,
+        _ => [Errno::NOSYS, Errno::NOTSUP, Errno::OPNOTSUPP, Errno::NOLCK].contains(&errno),
+    }
+}
+
 /// `flock(LOCK_NB)`, retried on `EINTR`. `Ok(false)` means another holder has it.
 fn lock_nb(file: &File, shared: bool) -> io::Result<bool> {
     loop {
@@ -137,10 +169,12 @@ fn lock_nb(file: &File, shared: bool) -> io::Result<bool> {
 ///
 /// `Ok(None)`: the open would block because another process holds a lease on the file
 /// (Linux `F_SETLEASE`), which is contention like any other.
-fn open(path: &Path, mode: Option<u32>) -> Result<Option<(OwnedFd, Stat)>, Error> {
+/// The flag says whether this call created the file.
+fn open(path: &Path, mode: Option<u32>) -> Result<Option<(OwnedFd, Stat, bool)>, Error> {
     let base = OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
     let mut made_parent = false;
     loop {
+        let mut created = false;
         let fd = match rustix::fs::open(path, base | OFlags::RDWR, Mode::empty()) {
             Ok(fd) => fd,
             Err(Errno::NOENT) => {
@@ -155,10 +189,11 @@ fn open(path: &Path, mode: Option<u32>) -> Result<Option<(OwnedFd, Stat)>, Error
                             let exact = Mode::from_raw_mode(mode as _);
                             if let Err(e) = retry_intr(|| rustix::fs::fchmod(&fd, exact)) {
                                 // Do not leave a file with the wrong mode for others to use.
-                                remove_if_same(path, &fd);
+                                remove_if_same(path, fd.as_fd());
                                 return Err(Error::io(path, e.into()));
                             }
                         }
+                        created = true;
                         fd
                     }
                     Err(Errno::EXIST) | Err(Errno::INTR) => continue,
@@ -187,7 +222,7 @@ fn open(path: &Path, mode: Option<u32>) -> Result<Option<(OwnedFd, Stat)>, Error
         };
         let st = rustix::fs::fstat(&fd).map_err(|e| Error::io(path, e.into()))?;
         return match FileType::from_raw_mode(st.st_mode) {
-            FileType::RegularFile => Ok(Some((fd, st))),
+            FileType::RegularFile => Ok(Some((fd, st, created))),
             FileType::Directory => Err(Error::not_a_file(path, "it is a directory")),
             FileType::Fifo => Err(Error::not_a_file(path, "it is a FIFO")),
             FileType::CharacterDevice | FileType::BlockDevice => {
@@ -213,7 +248,7 @@ fn open_error(path: &Path, e: Errno) -> Error {
 }
 
 /// Removes `path` if it still names the file open as `fd`.
-fn remove_if_same(path: &Path, fd: &OwnedFd) {
+fn remove_if_same(path: &Path, fd: BorrowedFd<'_>) {
     if let (Ok(now), Ok(ours)) = (rustix::fs::lstat(path), rustix::fs::fstat(fd)) {
         if file_id(&now) == file_id(&ours) {
             let _ = rustix::fs::unlink(path);
@@ -253,5 +288,41 @@ fn retry_intr<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Re
             Err(Errno::INTR) => continue,
             r => return r,
         }
+    }
+}
+
+/// The host name as the kernel reports it (`uname`'s node name).
+pub(crate) fn host_name_raw() -> Vec<u8> {
+    rustix::system::uname().nodename().to_bytes().to_vec()
+}
+
+/// Whether a process with this pid exists; permission to signal it is not needed
+/// (`EPERM` proves it exists).
+pub(crate) fn process_alive(pid: u32) -> io::Result<bool> {
+    let Some(pid) = rustix::process::Pid::from_raw(pid as i32) else {
+        return Ok(false);
+    };
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) | Err(Errno::PERM) => Ok(true),
+        Err(Errno::SRCH) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Tests make `flock` on chosen paths fail with a chosen errno.
+#[cfg(test)]
+pub(crate) mod test_hook {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    static FORCED: Mutex<Vec<(PathBuf, i32)>> = Mutex::new(Vec::new());
+
+    pub(crate) fn force(path: &Path, errno: i32) {
+        FORCED.lock().unwrap().push((path.to_path_buf(), errno));
+    }
+
+    pub(super) fn forced(path: &Path) -> Option<i32> {
+        let forced = FORCED.lock().unwrap();
+        forced.iter().find(|(p, _)| p == path).map(|(_, e)| *e)
     }
 }

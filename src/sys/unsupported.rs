@@ -29,3 +29,19 @@ impl Held {
 pub(crate) fn queue_key(path: &Path) -> PathBuf {
     path.to_path_buf()
 }
+
+pub(crate) fn harden(_options: &mut std::fs::OpenOptions) {}
+
+pub(crate) fn host_name_raw() -> Vec<u8> {
+    Vec::new()
+}
+
+/// No process API: every pid counts as alive (fail closed).
+pub(crate) fn process_alive(_pid: u32) -> io::Result<bool> {
+    Ok(true)
+}
+
+/// Without any OS lock, a lock that may fall back always does.
+pub(crate) fn lacks_flock(_e: &Error, fallback: crate::SoftFallback) -> bool {
+    fallback != crate::SoftFallback::Never
+}

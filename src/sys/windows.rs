@@ -157,3 +157,33 @@ fn classify(path: &Path, e: io::Error) -> Result<Refused, Error> {
         _ => Err(Error::io(path, e)),
     }
 }
+
+/// Opens without following reparse points and without letting others delete the file.
+pub(crate) fn harden(options: &mut OpenOptions) {
+    options
+        .share_mode(FILE_SHARE_READ | FILE_SHARE_WRITE)
+        .custom_flags(FILE_FLAG_OPEN_REPARSE_POINT);
+}
+
+/// The computer name. (Python's `socket.gethostname()` asks Winsock, which reports the DNS
+/// host name; on most machines the two differ at most in letter case. A Python peer then
+/// reads our markers as another host's, which it never breaks: safe, but slower to recover.)
+pub(crate) fn host_name_raw() -> Vec<u8> {
+    std::env::var("COMPUTERNAME")
+        .unwrap_or_default()
+        .into_bytes()
+}
+
+/// Without a process API (this crate forbids `unsafe`), only this process is known to be
+/// alive; every other pid counts as alive too, so no Windows marker is ever judged dead by
+/// its owner's exit (fail closed). Markers still self-heal where the rules allow it
+/// (malformed ones, expired leases).
+pub(crate) fn process_alive(_pid: u32) -> io::Result<bool> {
+    Ok(true)
+}
+
+/// Windows has no file systems without `LockFileEx` that report it distinctly: never fall
+/// back.
+pub(crate) fn lacks_flock(_e: &Error, _fallback: crate::SoftFallback) -> bool {
+    false
+}

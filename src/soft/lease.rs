@@ -1,0 +1,298 @@
+//! A lease's heartbeat, its compromise reports, and its fencing counter.
+//!
+//! The heartbeat is a plain thread per hold (no runtime needed), as in Python: every
+//! interval it checks that the lock path still names our marker and touches it, so peers
+//! see the lease is alive. A marker gone or replaced must be seen on two consecutive ticks
+//! (a peer's name exchange may be in flight); transient errors are tolerated until less
+//! than one interval of the lease is left. The first loss is reported once: stored for the
+//! holder to poll, and passed to the callback.
+
+use std::fmt;
+use std::fs::{File, FileTimes};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::{self, JoinHandle, ThreadId};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::soft::marker::{side_name, Marker};
+use crate::sys::marker as fs;
+use crate::Error;
+
+/// Why a held lease stopped being ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CompromiseReason {
+    /// The marker was removed (someone broke the lock) and no name reaches it any more.
+    MarkerMissing,
+    /// The lock path names another file: a peer took the lease over.
+    OwnerChanged,
+    /// Refreshing the marker kept failing until the lease could have expired.
+    RefreshFailed,
+}
+
+impl CompromiseReason {
+    /// The name Python filelock uses for this reason (`"marker-missing"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CompromiseReason::MarkerMissing => "marker-missing",
+            CompromiseReason::OwnerChanged => "owner-changed",
+            CompromiseReason::RefreshFailed => "refresh-failed",
+        }
+    }
+}
+
+impl fmt::Display for CompromiseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A lease this process held and lost: whose, why, and the error that ended its refresh.
+///
+/// The holder should stop touching what the lease protects: a peer may be using it now.
+#[derive(Debug, Clone)]
+pub struct LeaseCompromise {
+    path: PathBuf,
+    token: String,
+    fence: u64,
+    reason: CompromiseReason,
+    error: Option<Arc<io::Error>>,
+}
+
+impl LeaseCompromise {
+    /// The lock path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The token of the claim that was lost.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The fencing token of the hold that was lost.
+    pub fn fence(&self) -> u64 {
+        self.fence
+    }
+
+    /// What took the claim away.
+    pub fn reason(&self) -> CompromiseReason {
+        self.reason
+    }
+
+    /// The error that ended the refresh, for [`RefreshFailed`](CompromiseReason::RefreshFailed).
+    pub fn error(&self) -> Option<&io::Error> {
+        self.error.as_deref()
+    }
+}
+
+impl fmt::Display for LeaseCompromise {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the lease on {:?} (fence {}) was lost: {}",
+            self.path, self.fence, self.reason
+        )?;
+        if let Some(e) = &self.error {
+            write!(f, ": {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A callback told of a lost lease, from the heartbeat thread.
+pub(crate) type OnCompromise = Arc<dyn Fn(&LeaseCompromise) + Send + Sync>;
+
+/// What one claim's holder and its heartbeat share.
+#[derive(Default)]
+pub(crate) struct Claim {
+    compromise: Mutex<Option<LeaseCompromise>>,
+}
+
+impl Claim {
+    pub(crate) fn compromise(&self) -> Option<LeaseCompromise> {
+        self.compromise
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The running heartbeat of one hold; dropping it stops the thread.
+pub(crate) struct Heartbeat {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+    thread_id: Option<ThreadId>,
+}
+
+/// What the heartbeat needs to know about the hold.
+pub(crate) struct Beat {
+    pub(crate) path: PathBuf,
+    pub(crate) token: String,
+    pub(crate) fence: u64,
+    pub(crate) interval: Duration,
+    pub(crate) duration: Duration,
+    pub(crate) on_compromise: Option<OnCompromise>,
+}
+
+enum Outcome {
+    Ok,
+    Transient(io::Error),
+    Lost(CompromiseReason, Option<io::Error>),
+}
+
+impl Heartbeat {
+    pub(crate) fn start(beat: Beat, marker: &Marker, claim: Arc<Claim>) -> io::Result<Heartbeat> {
+        let file = marker.file().try_clone()?;
+        let id = marker.id();
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let stopped = stop.clone();
+        let thread = thread::Builder::new()
+            .name(format!("filelock-lease-{}", std::process::id()))
+            .spawn(move || run(beat, file, id, claim, &stopped))?;
+        let thread_id = Some(thread.thread().id());
+        Ok(Heartbeat {
+            stop,
+            thread: Some(thread),
+            thread_id,
+        })
+    }
+}
+
+fn run(beat: Beat, file: File, id: (u64, u64), claim: Arc<Claim>, stop: &(Mutex<bool>, Condvar)) {
+    let (stopped, wake) = stop;
+    let mut last_success = Instant::now();
+    let mut missing = false;
+    loop {
+        {
+            let guard = stopped.lock().unwrap_or_else(PoisonError::into_inner);
+            let (guard, _) = wake
+                .wait_timeout_while(guard, beat.interval, |s| !*s)
+                .unwrap_or_else(PoisonError::into_inner);
+            if *guard {
+                return;
+            }
+        }
+        let (reason, error) = match refresh(&beat.path, &file, id) {
+            Outcome::Ok => {
+                last_success = Instant::now();
+                missing = false;
+                continue;
+            }
+            Outcome::Lost(reason, error) => {
+                if !missing {
+                    missing = true;
+                    continue;
+                }
+                (reason, error)
+            }
+            Outcome::Transient(e) => {
+                if last_success.elapsed() < beat.duration.saturating_sub(beat.interval) {
+                    continue;
+                }
+                (CompromiseReason::RefreshFailed, Some(e))
+            }
+        };
+        let lost = LeaseCompromise {
+            path: beat.path.clone(),
+            token: beat.token.clone(),
+            fence: beat.fence,
+            reason,
+            error: error.map(Arc::new),
+        };
+        crate::trace::debug!(path = ?beat.path, reason = %reason, "lease compromised");
+        *claim
+            .compromise
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(lost.clone());
+        if let Some(callback) = &beat.on_compromise {
+            callback(&lost);
+        }
+        return;
+    }
+}
+
+fn refresh(path: &Path, file: &File, id: (u64, u64)) -> Outcome {
+    match std::fs::symlink_metadata(path) {
+        Ok(now) if fs::id(&now) != id => Outcome::Lost(CompromiseReason::OwnerChanged, None),
+        Ok(_) => touch(file),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::linked(file) {
+            // The directory was renamed: the marker lives on under another name.
+            Ok(true) => touch(file),
+            Ok(false) => Outcome::Lost(CompromiseReason::MarkerMissing, Some(e)),
+            Err(e) => Outcome::Transient(e),
+        },
+        Err(e) => Outcome::Transient(e),
+    }
+}
+
+fn touch(file: &File) -> Outcome {
+    let now = SystemTime::now();
+    match file.set_times(FileTimes::new().set_accessed(now).set_modified(now)) {
+        Ok(()) => Outcome::Ok,
+        Err(e) => Outcome::Transient(e),
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        let (stopped, wake) = &*self.stop;
+        *stopped.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        wake.notify_all();
+        // A release from inside the compromise callback runs on the heartbeat thread itself,
+        // which ends as soon as the callback returns.
+        if self.thread_id != Some(thread::current().id()) {
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+/// The name of the fencing counter beside the lock: `<lock>.fence`.
+pub(crate) fn fence_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".fence");
+    PathBuf::from(name)
+}
+
+/// Advances the fencing counter beside `path` and returns the new value. Only the holder of
+/// the lease calls this, so successive holders see strictly increasing values. The counter
+/// is replaced by a rename, so a reader never sees half a number.
+pub(crate) fn next_fence(path: &Path) -> Result<u64, Error> {
+    let counter = fence_path(path);
+    let previous = match std::fs::symlink_metadata(&counter) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(Error::io(&counter, e)),
+        Ok(meta) if !meta.is_file() => {
+            return Err(Error::protocol(
+                &counter,
+                "the fencing counter is not a regular file",
+            ))
+        }
+        Ok(_) => {
+            let mut text = String::new();
+            fs::open_read(&counter)
+                .and_then(|f| f.take(64).read_to_string(&mut text))
+                .map_err(|e| Error::io(&counter, e))?;
+            text.trim().parse::<u64>().map_err(|_| {
+                Error::protocol(&counter, "the fencing counter does not hold a number")
+            })?
+        }
+    };
+    let next = previous
+        .checked_add(1)
+        .ok_or_else(|| Error::protocol(&counter, "the fencing counter is exhausted"))?;
+    let temp = side_name(&counter, "tmp");
+    let written = fs::create(&temp, 0o644).and_then(|mut f| {
+        use std::io::Write;
+        f.write_all(format!("{next}\n").as_bytes())
+    });
+    let renamed = written.and_then(|()| std::fs::rename(&temp, &counter));
+    if let Err(e) = renamed {
+        let _ = std::fs::remove_file(&temp);
+        return Err(Error::io(&counter, e));
+    }
+    Ok(next)
+}
