@@ -423,6 +423,15 @@ impl LockKind for Hard {
     fn backoff(&self) -> Backoff {
         self.options.backoff
     }
+
+    fn holder(&self) -> Option<String> {
+        // Only a lock that fell back to a marker has a record naming its holder.
+        if self.soft.load(Ordering::Relaxed) {
+            soft::unprobeable_holder(self.resolved_path())
+        } else {
+            None
+        }
+    }
 }
 
 /// Rejects paths no file system would accept, before any I/O.

@@ -8,6 +8,7 @@ pub(crate) mod identity;
 pub(crate) mod lease;
 pub(crate) mod marker;
 pub(crate) mod record;
+mod recover;
 pub(crate) mod strict;
 mod strict_lock;
 
@@ -26,7 +27,7 @@ use crate::lock::Place;
 use crate::soft::identity::{host_name, own_pid, own_start, owner_is_current, owner_is_stale};
 use crate::soft::lease::{Beat, Claim, Heartbeat, OnCompromise};
 use crate::soft::marker::Marker;
-use crate::soft::record::{Holder, OwnerMode, Record, STRICT_SENTINEL};
+use crate::soft::record::{parse_pid, Holder, OwnerMode, Record, STRICT_SENTINEL};
 use crate::trace::debug;
 use crate::{sys, Backoff, Error};
 
@@ -102,7 +103,19 @@ pub(crate) fn attempt(
         }
         match judge(path, flavor, watch) {
             Ok(Verdict::Held) => return Ok(None),
-            Ok(Verdict::Stale(meta)) => return marker::take_over(path, &meta, mode, &record),
+            Ok(Verdict::Stale(meta, breaker)) => {
+                // The dead owner may have been a breaker killed mid-exchange, with a live
+                // holder's marker stranded under its break name: put that back instead.
+                let live = |content: Option<&str>, breaker: u32| is_live(flavor, content, breaker);
+                if let Some(breaker) = breaker {
+                    if sys::marker::REMOVE_WHILE_OPEN
+                        && recover::restore_stranded(path, breaker, &meta, &live)
+                    {
+                        return Ok(None);
+                    }
+                }
+                return marker::take_over(path, &meta, mode, &record);
+            }
             Ok(Verdict::Gone) => continue,
             Err(e) => return Err(e),
         }
@@ -132,8 +145,38 @@ fn own_record(flavor: &Flavor, token: Option<&str>) -> Vec<u8> {
 
 enum Verdict {
     Held,
-    Stale(std::fs::Metadata),
+    /// The marker (as it was judged) may be taken over; the pid is its owner's, or the
+    /// breaker's named by a break placeholder.
+    Stale(std::fs::Metadata, Option<u32>),
     Gone,
+}
+
+/// Whether a marker's content names a live holder other than `breaker` (used for a marker
+/// found stranded under a dead breaker's name).
+fn is_live(flavor: &Flavor, content: Option<&str>, breaker: u32) -> bool {
+    let Some(content) = content else {
+        return false;
+    };
+    if content.as_bytes() == STRICT_SENTINEL || content.is_empty() {
+        return true;
+    }
+    let here = host_name();
+    let live = |pid: u32, host: &str, start| {
+        (pid != breaker || host != here) && !owner_is_stale(pid, host, start)
+    };
+    if let (Flavor::Lease(_), Some(r)) = (flavor, Record::parse(content)) {
+        return r.mode == OwnerMode::Unknown || live(r.pid, &r.host, r.start);
+    }
+    Holder::parse(content).is_some_and(|h| live(h.pid, &h.host, h.start))
+}
+
+/// The breaker a break placeholder (`"filelock/break\n<pid>\n"`, which Python writes while
+/// it removes a marker) names.
+fn placeholder_breaker(content: Option<&str>) -> Option<u32> {
+    let pid = content?
+        .strip_prefix("filelock/break\n")?
+        .strip_suffix('\n')?;
+    parse_pid(pid)
 }
 
 /// Judges the marker at `path`, as Python's `_try_break_stale_lock` does. Read errors count
@@ -155,9 +198,9 @@ fn judge(path: &Path, flavor: &Flavor, watch: &Watch) -> Result<Verdict, Error> 
             return Ok(Verdict::Held);
         }
     }
-    let stale = |yes: bool| {
+    let stale = |yes: bool, breaker: Option<u32>| {
         Ok(if yes {
-            Verdict::Stale(meta.clone())
+            Verdict::Stale(meta.clone(), breaker)
         } else {
             Verdict::Held
         })
@@ -167,7 +210,7 @@ fn judge(path: &Path, flavor: &Flavor, watch: &Watch) -> Result<Verdict, Error> 
             if owner.mode != OwnerMode::Unknown
                 && owner_is_stale(owner.pid, &owner.host, owner.start)
             {
-                return stale(true);
+                return stale(true, Some(owner.pid));
             }
             if owner.mode == OwnerMode::Lease {
                 let ours = options.duration.as_secs_f64();
@@ -175,22 +218,25 @@ fn judge(path: &Path, flavor: &Flavor, watch: &Watch) -> Result<Verdict, Error> 
                 if theirs != ours {
                     return Err(Error::lease_mismatch(path, theirs, ours));
                 }
-                return stale(watch.unchanged_for(&meta) >= options.duration);
+                return stale(watch.unchanged_for(&meta) >= options.duration, None);
             }
-            return stale(false);
+            return stale(false, None);
         }
     }
     let content = match content {
-        Some(c) if c.as_bytes() == STRICT_SENTINEL => return stale(false),
+        Some(c) if c.as_bytes() == STRICT_SENTINEL => return stale(false, None),
         // What writers before Python filelock 3.22 wrote, and what a holder shows between
         // creating its marker and writing it: held for as long as it exists.
-        Some(c) if c.is_empty() => return stale(false),
+        Some(c) if c.is_empty() => return stale(false, None),
         c => c,
     };
     match content.as_deref().and_then(Holder::parse) {
-        Some(h) => stale(owner_is_stale(h.pid, &h.host, h.start)),
+        Some(h) => stale(owner_is_stale(h.pid, &h.host, h.start), Some(h.pid)),
         // Unparsable, unreadable or not a regular file: self-heals once it stayed unchanged.
-        None => stale(watch.unchanged_for(&meta) >= MALFORMED_AGE),
+        None => stale(
+            watch.unchanged_for(&meta) >= MALFORMED_AGE,
+            placeholder_breaker(content.as_deref()),
+        ),
     }
 }
 
@@ -1104,5 +1150,114 @@ impl fmt::Debug for SoftFileLeaseGuard {
             .field("fence", &self.fence())
             .field("compromised", &self.is_compromised())
             .finish()
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    /// A pid that no process has: a child that already exited and was reaped.
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    fn record(pid: u32) -> Vec<u8> {
+        Holder {
+            pid,
+            host: host_name(),
+            start: None,
+        }
+        .encode()
+    }
+
+    #[test]
+    fn a_live_marker_stranded_by_a_dead_breaker_is_put_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stranded.lock");
+        let breaker = dead_pid();
+        // The dead breaker's marker sits at the path; the live holder's (this process's)
+        // waits under the breaker's break name.
+        std::fs::write(&path, record(breaker)).unwrap();
+        let aside = dir
+            .path()
+            .join(format!("stranded.lock.break.{breaker}.{}", "ab".repeat(16)));
+        let live = record(own_pid());
+        std::fs::write(&aside, &live).unwrap();
+
+        let taken = attempt(&path, None, &Flavor::Plain, &Watch::default(), None).unwrap();
+        assert!(taken.is_none(), "the live holder keeps the lock");
+        assert_eq!(std::fs::read(&path).unwrap(), live, "its marker is back");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left.len(), 1, "no break or restore file is left: {left:?}");
+    }
+
+    #[test]
+    fn a_dead_marker_stranded_by_a_dead_breaker_is_cleared_and_the_lock_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stranded.lock");
+        let breaker = dead_pid();
+        std::fs::write(&path, record(breaker)).unwrap();
+        let aside = dir
+            .path()
+            .join(format!("stranded.lock.break.{breaker}.{}", "cd".repeat(16)));
+        std::fs::write(&aside, record(dead_pid())).unwrap();
+
+        let taken = attempt(&path, None, &Flavor::Plain, &Watch::default(), None).unwrap();
+        let marker = taken.expect("nothing live was stranded, so the lock is ours");
+        assert_eq!(std::fs::read(&path).unwrap(), record_of_us());
+        assert!(!aside.exists(), "the dead stranded marker is removed");
+        marker.release(&path).unwrap();
+        assert!(!path.exists());
+    }
+
+    fn record_of_us() -> Vec<u8> {
+        Holder {
+            pid: own_pid(),
+            host: host_name(),
+            start: own_start(),
+        }
+        .encode()
+    }
+
+    #[test]
+    fn concurrent_breakers_in_threads_never_both_hold() {
+        // Many threads race to break one dead marker, repeatedly; at most one holds at once.
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let path = Arc::new(dir.path().join("race.lock"));
+        let holders = Arc::new(AtomicUsize::new(0));
+        for _round in 0..20 {
+            std::fs::write(&*path, record(dead_pid())).unwrap();
+            let threads: Vec<_> = (0..4)
+                .map(|_| {
+                    let (path, holders) = (path.clone(), holders.clone());
+                    std::thread::spawn(move || {
+                        let watch = Watch::default();
+                        let got = attempt(&path, None, &Flavor::Plain, &watch, None).unwrap();
+                        if let Some(marker) = got {
+                            assert_eq!(holders.fetch_add(1, Ordering::SeqCst), 0, "two holders");
+                            std::thread::sleep(Duration::from_millis(2));
+                            holders.fetch_sub(1, Ordering::SeqCst);
+                            marker.release(&path).unwrap();
+                            1
+                        } else {
+                            0
+                        }
+                    })
+                })
+                .collect();
+            let won: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+            assert!(won >= 1, "someone breaks the dead marker");
+            let _ = std::fs::remove_file(&*path);
+            let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+            assert!(leftovers.is_empty(), "no break files are left behind");
+        }
     }
 }
