@@ -16,7 +16,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_filelock::{
-    blocking, Acquire, Backoff, Error, ErrorKind, FileLock, FileLockBuilder, FileLockGuard,
+    blocking, Acquire, Backoff, ClaimState, CompromiseReason, Error, ErrorKind, FileLock,
+    FileLockBuilder, FileLockGuard, LeaseCompromise, Owner, OwnerMode, SoftFallback,
+    SoftFileLease, SoftFileLeaseBuilder, SoftFileLeaseGuard, SoftFileLock, SoftFileLockBuilder,
+    SoftFileLockGuard, StrictClaim, StrictSoftFileLock, StrictSoftFileLockBuilder,
+    StrictSoftFileLockGuard,
 };
 
 fn require_send<T: Send>(_: &T) {}
@@ -99,6 +103,33 @@ assert_value!(blocking::FileLock: Send & Sync & Unpin);
 assert_value!(blocking::FileLockBuilder: Send & Sync & Unpin);
 assert_value!(blocking::FileLockGuard: !Send & !Sync & Unpin);
 
+// The soft locks: the same shape as FileLock.
+assert_value!(SoftFileLock: Send & Sync & Unpin);
+assert_value!(SoftFileLockBuilder: Send & Sync & Unpin);
+assert_value!(SoftFileLockGuard: Send & Sync & Unpin);
+assert_value!(async_filelock::futures::AcquireSoft: Send & Sync & Unpin);
+assert_value!(SoftFileLease: Send & Sync & Unpin);
+assert_value!(SoftFileLeaseBuilder: Send & Sync & Unpin);
+assert_value!(SoftFileLeaseGuard: Send & Sync & Unpin);
+assert_value!(async_filelock::futures::AcquireLease: Send & Sync & Unpin);
+assert_value!(StrictSoftFileLock: Send & Sync & Unpin);
+assert_value!(StrictSoftFileLockBuilder: Send & Sync & Unpin);
+assert_value!(StrictSoftFileLockGuard: Send & Sync & Unpin);
+assert_value!(async_filelock::futures::AcquireStrict: Send & Sync & Unpin);
+assert_value!(Owner: Send & Sync & Unpin);
+assert_value!(OwnerMode: Send & Sync & Unpin);
+assert_value!(StrictClaim: Send & Sync & Unpin);
+assert_value!(ClaimState: Send & Sync & Unpin);
+assert_value!(LeaseCompromise: Send & Sync & Unpin);
+assert_value!(CompromiseReason: Send & Sync & Unpin);
+assert_value!(SoftFallback: Send & Sync & Unpin);
+assert_value!(blocking::SoftFileLock: Send & Sync & Unpin);
+assert_value!(blocking::SoftFileLockGuard: !Send & !Sync & Unpin);
+assert_value!(blocking::SoftFileLease: Send & Sync & Unpin);
+assert_value!(blocking::SoftFileLeaseGuard: !Send & !Sync & Unpin);
+assert_value!(blocking::StrictSoftFileLock: Send & Sync & Unpin);
+assert_value!(blocking::StrictSoftFileLockGuard: !Send & !Sync & Unpin);
+
 // Other traits the API promises.
 const _: fn() = || {
     fn clone<T: Clone>() {}
@@ -116,6 +147,21 @@ const _: fn() = || {
     error::<Error>();
     into_io::<Error>();
     future_of::<Acquire>();
+    fn soft_future<F, G>()
+    where
+        F: Future<Output = Result<G, Error>> + Send + Unpin + 'static,
+    {
+    }
+    soft_future::<async_filelock::futures::AcquireSoft, SoftFileLockGuard>();
+    soft_future::<async_filelock::futures::AcquireLease, SoftFileLeaseGuard>();
+    soft_future::<async_filelock::futures::AcquireStrict, StrictSoftFileLockGuard>();
+    clone::<SoftFileLock>();
+    clone::<SoftFileLease>();
+    clone::<StrictSoftFileLock>();
+    clone::<LeaseCompromise>();
+    clone::<StrictClaim>();
+    copy_eq_hash_nodefault::<CompromiseReason>();
+    let _: fn(&LeaseCompromise) -> String = |c| c.to_string();
     // The futures module names the same type.
     let same: fn(Acquire) -> async_filelock::futures::Acquire = |a| a;
     let _ = same;
