@@ -25,11 +25,20 @@
 //!   again before the woken one runs, and those cheap re-acquisitions lower its time per
 //!   acquisition. After the run, the share of acquisitions that took the lock from the other
 //!   party (a real hand-off) is printed for each line.
+//! - `soft/*`: acquire + release of a soft lock (a marker file) nobody else holds.
+//!   - `raw_create_excl`: std only, create the marker exclusively (`O_CREAT|O_EXCL`), write a
+//!     record of the library's size, remove it, close: the floor of a soft lock.
+//!   - `soft_async_block_on`, `soft_try_acquire`: `SoftFileLock`, guard dropped.
+//!   - `lease_async_block_on`, `lease_try_acquire`: `SoftFileLease` (30 s duration), guard
+//!     dropped: also advances the `.fence` file and starts and stops the heartbeat thread.
 //!
-//! After Criterion's benchmarks, the uncontended and `contended_try` variants are measured
-//! once more, interleaved (a batch of each in turn, round after round), and printed with
-//! their ratios to `raw_flock` taken within each round: on a busy machine those ratios are
-//! far steadier than ratios between Criterion lines measured seconds apart.
+//!   `scripts/bench_python_soft.py` times Python filelock's `SoftFileLock` and
+//!   `SoftFileLease` the same way, for comparison.
+//!
+//! After Criterion's benchmarks, the uncontended, `contended_try` and `soft` variants are
+//! measured once more, interleaved (a batch of each in turn, round after round), and printed
+//! with their ratios to the group's raw loop taken within each round: on a busy machine those
+//! ratios are far steadier than ratios between Criterion lines measured seconds apart.
 //!
 //! Run with `cargo bench --bench acquire` or `scripts/bench.sh`, which also prints the ratios
 //! of the Criterion lines to `raw_flock`.
@@ -42,7 +51,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use async_filelock::{blocking, ErrorKind, FileLock};
+use async_filelock::{blocking, ErrorKind, FileLock, SoftFileLease, SoftFileLock};
 use criterion::{criterion_group, Criterion};
 use futures_lite::future::block_on;
 
@@ -175,6 +184,80 @@ fn contended_try(c: &mut Criterion) {
     });
     g.finish();
     holder.unlock().expect("unlock");
+}
+
+/// A record as long as the one a soft lock writes (`<pid>\n<host>\n<start token>\n`).
+const RAW_RECORD: &[u8] =
+    b"123456\nbench-host\n1073835049881293781025910551699810555211103140765235866536\n";
+
+/// The floor of a soft lock: exclusive create, write the record, remove, close.
+fn raw_create_excl_once(path: &Path) {
+    use std::io::Write;
+    let mut file = File::options()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .expect("create the marker");
+    file.write_all(RAW_RECORD).expect("write the record");
+    std::fs::remove_file(path).expect("remove the marker");
+    drop(black_box(file));
+}
+
+/// Soft locks and leases on their own paths, each acquired once so that every variant
+/// measures the steady state.
+struct SoftLocks {
+    _dir: tempfile::TempDir,
+    raw: std::path::PathBuf,
+    soft: SoftFileLock,
+    lease: SoftFileLease,
+}
+
+impl SoftLocks {
+    fn new() -> SoftLocks {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let soft = SoftFileLock::new(dir.path().join("soft.lock"));
+        let lease = SoftFileLease::builder(dir.path().join("lease.lock"))
+            .duration(Duration::from_secs(30))
+            .build()
+            .expect("lease options");
+        drop(soft.try_acquire().expect("first acquisition"));
+        drop(lease.try_acquire().expect("first acquisition"));
+        SoftLocks {
+            raw: dir.path().join("raw.lock"),
+            _dir: dir,
+            soft,
+            lease,
+        }
+    }
+
+    fn soft_async(&self) {
+        drop(black_box(block_on(self.soft.acquire()).expect("acquire")));
+    }
+
+    fn soft_try(&self) {
+        drop(black_box(self.soft.try_acquire().expect("try_acquire")));
+    }
+
+    fn lease_async(&self) {
+        drop(black_box(block_on(self.lease.acquire()).expect("acquire")));
+    }
+
+    fn lease_try(&self) {
+        drop(black_box(self.lease.try_acquire().expect("try_acquire")));
+    }
+}
+
+fn soft(c: &mut Criterion) {
+    let locks = SoftLocks::new();
+    let mut g = c.benchmark_group("soft");
+    g.bench_function("raw_create_excl", |b| {
+        b.iter(|| raw_create_excl_once(&locks.raw))
+    });
+    g.bench_function("soft_async_block_on", |b| b.iter(|| locks.soft_async()));
+    g.bench_function("soft_try_acquire", |b| b.iter(|| locks.soft_try()));
+    g.bench_function("lease_async_block_on", |b| b.iter(|| locks.lease_async()));
+    g.bench_function("lease_try_acquire", |b| b.iter(|| locks.lease_try()));
+    g.finish();
 }
 
 /// Acquisitions and hand-offs (acquisitions that follow one by the other party) per
@@ -535,9 +618,35 @@ fn interleaved_all() {
     ];
     interleaved("contended_try", rounds, batch, &contended);
     holder.unlock().expect("unlock");
+
+    // Soft locks cost tens of microseconds and leases more: smaller batches, same rounds.
+    let locks = SoftLocks::new();
+    let soft: Vec<Batch<'_>> = vec![
+        (
+            "soft/raw_create_excl",
+            Box::new(|n| timed(n, || raw_create_excl_once(&locks.raw))),
+        ),
+        (
+            "soft/soft_async_block_on",
+            Box::new(|n| timed(n, || locks.soft_async())),
+        ),
+        (
+            "soft/soft_try_acquire",
+            Box::new(|n| timed(n, || locks.soft_try())),
+        ),
+        (
+            "soft/lease_async_block_on",
+            Box::new(|n| timed(n, || locks.lease_async())),
+        ),
+        (
+            "soft/lease_try_acquire",
+            Box::new(|n| timed(n, || locks.lease_try())),
+        ),
+    ];
+    interleaved("soft", rounds, 100, &soft);
 }
 
-criterion_group!(benches, uncontended, contended_try, handoff);
+criterion_group!(benches, uncontended, contended_try, handoff, soft);
 
 fn main() {
     benches();

@@ -4,13 +4,16 @@
 #   scripts/bench.sh                      # short run: 1 s warm-up, 3 s per benchmark
 #   scripts/bench.sh uncontended/         # only IDs matching a filter
 #   BENCH_ARGS="--measurement-time 10" scripts/bench.sh
+#   scripts/bench.sh soft/                # soft locks and leases, then Python's for comparison
 #
 # The bench prints Criterion's lines, the hand-off shares, and an interleaved measurement of
-# the uncontended and contended-try variants (ratios to raw_flock taken round by round, so
-# machine load cancels out; BENCH_INTERLEAVED_ROUNDS sets the rounds, 0 skips it). This
-# script then tabulates the Criterion lines against `<group>/raw_flock*` and checks the
-# target (uncontended library acquire + release within 1.5x of raw_flock) on the
-# interleaved ratios.
+# the uncontended, contended-try and soft variants (ratios to the group's raw loop taken
+# round by round, so machine load cancels out; BENCH_INTERLEAVED_ROUNDS sets the rounds, 0
+# skips it). This script then tabulates the Criterion lines against the group's first
+# `raw_*` line and checks the target (uncontended library acquire + release within 1.5x of
+# raw_flock) on the interleaved ratios. Last, if python3 can import filelock (and
+# BENCH_PYTHON is not 0), it times Python's SoftFileLock and SoftFileLease with
+# scripts/bench_python_soft.py, to set against the soft/* lines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,7 +47,7 @@ function ns(v, u) {
 END {
     for (i = 1; i <= n; i++) {
         split(t[i], p, "/")
-        if (p[2] ~ /^raw_flock/ && !(p[1] in base)) base[p[1]] = v[i]
+        if (p[2] ~ /^raw_/ && !(p[1] in base)) base[p[1]] = v[i]
     }
     printf "%-36s %12s %12s\n", "benchmark", "time", "x group raw"
     for (i = 1; i <= n; i++) {
@@ -66,3 +69,9 @@ LC_ALL=C awk '
 }
 END { if (!found) print "(no interleaved results: was BENCH_INTERLEAVED_ROUNDS=0 or a filter given?)" }
 ' "$out"
+
+if [ "${BENCH_PYTHON:-1}" != 0 ] && python3 -c 'import filelock' 2>/dev/null; then
+    echo
+    echo "=== Python filelock soft locks, for the soft/* lines (in us/op; the lines above are in ns)"
+    python3 scripts/bench_python_soft.py
+fi

@@ -978,6 +978,7 @@ impl fmt::Debug for SoftFileLease {
 }
 
 /// Options for a [`SoftFileLease`].
+#[derive(Clone)]
 #[must_use = "a builder does nothing until `.build()` is called"]
 pub struct SoftFileLeaseBuilder {
     path: std::path::PathBuf,
