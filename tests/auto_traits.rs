@@ -17,10 +17,9 @@ use std::time::Duration;
 
 use async_filelock::{
     blocking, Acquire, Backoff, ClaimState, CompromiseReason, Error, ErrorKind, FileLock,
-    FileLockBuilder, FileLockGuard, LeaseCompromise, Owner, OwnerMode, SoftFallback,
-    SoftFileLease, SoftFileLeaseBuilder, SoftFileLeaseGuard, SoftFileLock, SoftFileLockBuilder,
-    SoftFileLockGuard, StrictClaim, StrictSoftFileLock, StrictSoftFileLockBuilder,
-    StrictSoftFileLockGuard,
+    FileLockBuilder, FileLockGuard, LeaseCompromise, Owner, OwnerMode, SoftFallback, SoftFileLease,
+    SoftFileLeaseBuilder, SoftFileLeaseGuard, SoftFileLock, SoftFileLockBuilder, SoftFileLockGuard,
+    StrictClaim, StrictSoftFileLock, StrictSoftFileLockBuilder, StrictSoftFileLockGuard,
 };
 
 fn require_send<T: Send>(_: &T) {}
