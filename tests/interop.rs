@@ -11,10 +11,11 @@
 #[macro_use]
 mod child;
 mod common;
+#[path = "common/python.rs"]
+mod python;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use async_filelock::ErrorKind;
@@ -156,62 +157,6 @@ fn we_exclude_flock(mode: Mode) {
 // ---------------------------------------------------------------------------------------------
 // Python filelock
 
-/// Makes sure `python3` can import `filelock`, installing it with pip once per test binary.
-fn python_filelock() {
-    static READY: OnceLock<Result<String, String>> = OnceLock::new();
-    let ready = READY.get_or_init(|| {
-        let import = || {
-            Command::new("python3")
-                .args(["-c", "import filelock; print(filelock.__version__)"])
-                .output()
-        };
-        match import() {
-            Err(e) => {
-                return Err(format!(
-                    "python3 cannot be run ({e}): the interop tests need python3 with the \
-                     filelock package (scripts/setup installs it)"
-                ))
-            }
-            Ok(out) if out.status.success() => {
-                return Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-            }
-            Ok(_) => {}
-        }
-        let pip = |extra: &[&str]| {
-            Command::new("python3")
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                ])
-                .args(extra)
-                .arg("filelock")
-                .stdin(Stdio::null())
-                .output()
-        };
-        let mut out = pip(&[]).map_err(|e| format!("python3 -m pip: {e}"))?;
-        if !out.status.success() {
-            // A Debian python3 refuses a plain install (PEP 668).
-            out = pip(&["--break-system-packages"]).map_err(|e| format!("python3 -m pip: {e}"))?;
-        }
-        match import() {
-            Ok(imported) if imported.status.success() => {
-                Ok(String::from_utf8_lossy(&imported.stdout).trim().to_string())
-            }
-            _ => Err(format!(
-                "python3 -m pip install filelock failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            )),
-        }
-    });
-    if let Err(e) = ready {
-        panic!("{e}");
-    }
-}
-
 /// A Python process that waits for the lock (printing WAITING first), prints HELD, holds it
 /// until it reads a line, releases it and prints RELEASED.
 const PY_HOLDER: &str = r#"
@@ -239,7 +184,7 @@ else:
 "#;
 
 fn python(script: &str, path: &Path, name: &str) -> Proc {
-    python_filelock();
+    python::ensure_filelock();
     let mut cmd = Command::new("python3");
     cmd.args(["-c", script]).arg(path);
     Proc::spawn(cmd, name)
