@@ -73,7 +73,7 @@ impl HardHeld {
     pub(crate) fn release(self, path: &Path, delete: bool) -> Result<(), Error> {
         match self {
             HardHeld::Os(held) => held.release(path, delete),
-            HardHeld::Soft(marker) => marker.release(path),
+            HardHeld::Soft(marker) => marker.release(),
         }
     }
 }

@@ -22,8 +22,11 @@ pub(crate) const DEFAULT_MODE: u32 = 0o644;
 /// A marker this process created and still has open: proof that it holds the soft lock.
 #[derive(Debug)]
 pub(crate) struct Marker {
-    file: File,
+    /// `None` once released (or abandoned).
+    file: Option<File>,
     id: (u64, u64),
+    /// Where the marker is the lock: dropping an unreleased marker releases it there.
+    path: PathBuf,
     /// The process that created it; a forked child dropping an inherited guard must not
     /// remove its parent's marker.
     owner: u32,
@@ -108,8 +111,9 @@ fn finish(path: &Path, mut file: File, mode: Option<u32>, record: &[u8]) -> Resu
     })();
     match written {
         Ok(id) => Ok(Marker {
-            file,
+            file: Some(file),
             id,
+            path: path.to_path_buf(),
             owner: own_pid(),
         }),
         Err(e) => {
@@ -174,7 +178,7 @@ pub(crate) fn take_over(
         Err(e) => return Err(Error::io(&aside, e)),
     };
     let marker = finish(&aside, file, mode, record)?;
-    let abandon = |marker: Marker, put_back: bool| {
+    let abandon = |mut marker: Marker, put_back: bool| {
         let settled = !put_back || exchange_back(path, &aside, &marker);
         for name in [path, aside.as_path()] {
             if name == path && !settled {
@@ -182,7 +186,8 @@ pub(crate) fn take_over(
             }
             remove_if(name, Some(marker.id));
         }
-        drop(marker.file);
+        // Closed without the release a held marker gets: it was never the lock.
+        drop(marker.file.take());
     };
     // Writing took time: a peer may have taken the marker since, and exchanging now would
     // move its live marker aside.
@@ -204,6 +209,8 @@ pub(crate) fn take_over(
         return Ok(None);
     }
     let _ = std::fs::remove_file(&aside);
+    let mut marker = marker;
+    marker.path = path.to_path_buf();
     Ok(Some(marker))
 }
 
@@ -270,7 +277,7 @@ pub(crate) fn break_lock(path: &Path) -> Result<bool, Error> {
 impl Marker {
     /// The open marker, for the lease heartbeat.
     pub(crate) fn file(&self) -> &File {
-        &self.file
+        self.file.as_ref().expect("a held marker is open")
     }
 
     /// Device and inode of the marker.
@@ -278,41 +285,55 @@ impl Marker {
         self.id
     }
 
-    /// Removes the marker if `path` still names it, then closes it. If another file sits at
-    /// the path (a peer's exchange is in flight and will put ours back), ours is overwritten
-    /// with a record no one mistakes for a live holder, so it ages out.
-    pub(crate) fn release(self, path: &Path) -> Result<(), Error> {
-        if self.owner != own_pid() {
-            return Ok(());
+    /// Removes the marker if the lock path still names it, then closes it. If another file
+    /// sits at the path (a peer's exchange is in flight and will put ours back), ours is
+    /// overwritten with a record no one mistakes for a live holder, so it ages out.
+    pub(crate) fn release(mut self) -> Result<(), Error> {
+        match self.file.take() {
+            Some(file) => release(file, self.id, self.owner, &self.path),
+            None => Ok(()),
         }
-        if !fs::REMOVE_WHILE_OPEN {
-            let id = self.id;
-            drop(self.file);
-            return remove_own_after_close(path, id);
-        }
-        let mut result = Ok(());
-        let mut unlinked = false;
-        match std::fs::symlink_metadata(path) {
-            Ok(now) if fs::id(&now) == self.id => match std::fs::remove_file(path) {
-                Ok(()) => unlinked = true,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => unlinked = true,
-                Err(e) => result = Err(Error::io(path, e)),
-            },
-            Ok(_) => {
-                unlinked = true;
-                let file = &self.file;
-                let _ = fs::write_at_start(file, RELEASED)
-                    .and_then(|()| file.set_len(RELEASED.len() as u64));
-            }
-            Err(_) => unlinked = true,
-        }
-        let id = self.id;
-        drop(self.file);
-        if !unlinked && remove_if(path, Some(id)) {
-            result = Ok(());
-        }
-        result
     }
+}
+
+impl Drop for Marker {
+    /// A marker dropped without [`release`](Marker::release) (a late success whose future
+    /// is gone, an error path) is released all the same.
+    fn drop(&mut self) {
+        if let Some(file) = self.file.take() {
+            let _ = release(file, self.id, self.owner, &self.path);
+        }
+    }
+}
+
+fn release(file: File, id: (u64, u64), owner: u32, path: &Path) -> Result<(), Error> {
+    if owner != own_pid() {
+        return Ok(());
+    }
+    if !fs::REMOVE_WHILE_OPEN {
+        drop(file);
+        return remove_own_after_close(path, id);
+    }
+    let mut result = Ok(());
+    let mut unlinked = false;
+    match std::fs::symlink_metadata(path) {
+        Ok(now) if fs::id(&now) == id => match std::fs::remove_file(path) {
+            Ok(()) => unlinked = true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => unlinked = true,
+            Err(e) => result = Err(Error::io(path, e)),
+        },
+        Ok(_) => {
+            unlinked = true;
+            let _ = fs::write_at_start(&file, RELEASED)
+                .and_then(|()| file.set_len(RELEASED.len() as u64));
+        }
+        Err(_) => unlinked = true,
+    }
+    drop(file);
+    if !unlinked && remove_if(path, Some(id)) {
+        result = Ok(());
+    }
+    result
 }
 
 /// Windows: unlink after the close, retrying while the close settles, only while the path

@@ -375,15 +375,23 @@ struct LeaseHold {
 }
 
 impl SoftHeld {
-    fn release(&mut self, path: &Path) -> Result<(), Error> {
+    fn release(&mut self) -> Result<(), Error> {
         if let Some(lease) = &mut self.lease {
             // Stop refreshing before the marker goes.
             lease.heartbeat = None;
         }
         match self.marker.take() {
-            Some(marker) => marker.release(path).map_err(|e| e.during(Action::Release)),
+            Some(marker) => marker.release().map_err(|e| e.during(Action::Release)),
             None => Ok(()),
         }
+    }
+}
+
+impl Drop for SoftHeld {
+    /// A hold dropped unreleased (a late success whose future is gone) stops its heartbeat
+    /// before its marker goes.
+    fn drop(&mut self) {
+        let _ = self.release();
     }
 }
 
@@ -420,7 +428,7 @@ impl LockKind for Soft {
         let fence = match lease::next_fence(path) {
             Ok(fence) => fence,
             Err(e) => {
-                let _ = held.release(path);
+                let _ = held.release();
                 return Err(e);
             }
         };
@@ -438,7 +446,7 @@ impl LockKind for Soft {
         let heartbeat = match Heartbeat::start(beat, marker, claim.clone()) {
             Ok(h) => h,
             Err(e) => {
-                let _ = held.release(path);
+                let _ = held.release();
                 return Err(Error::io(path, e).with_detail("cannot start the lease heartbeat"));
             }
         };
@@ -786,10 +794,9 @@ impl SoftFileLockGuard {
         if self.held.marker.is_none() {
             return Ok(());
         }
-        let path = self.soft.place.resolved_path();
-        let result = self.held.release(path);
+        let result = self.held.release();
         self.soft.place.local().released(false);
-        debug!(path = ?path, ok = result.is_ok(), "soft lock released");
+        debug!(path = ?self.soft.place.resolved_path(), ok = result.is_ok(), "soft lock released");
         result
     }
 }
@@ -1214,7 +1221,7 @@ mod tests {
         let marker = taken.expect("nothing live was stranded, so the lock is ours");
         assert_eq!(std::fs::read(&path).unwrap(), record_of_us());
         assert!(!aside.exists(), "the dead stranded marker is removed");
-        marker.release(&path).unwrap();
+        marker.release().unwrap();
         assert!(!path.exists());
     }
 
@@ -1225,6 +1232,17 @@ mod tests {
             start: own_start(),
         }
         .encode()
+    }
+
+    #[test]
+    fn a_marker_dropped_unreleased_is_released() {
+        // As when the pool finishes an attempt whose future was dropped.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dropped.lock");
+        let marker = attempt(&path, None, &Flavor::Plain, &Watch::default(), None).unwrap();
+        assert!(marker.is_some() && path.exists());
+        drop(marker);
+        assert!(!path.exists(), "dropping the marker removed it");
     }
 
     #[test]
@@ -1246,7 +1264,7 @@ mod tests {
                             assert_eq!(holders.fetch_add(1, Ordering::SeqCst), 0, "two holders");
                             std::thread::sleep(Duration::from_millis(2));
                             holders.fetch_sub(1, Ordering::SeqCst);
-                            marker.release(&path).unwrap();
+                            marker.release().unwrap();
                             1
                         } else {
                             0
