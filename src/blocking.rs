@@ -591,10 +591,12 @@ blocking_soft!(
     /// ```
     /// use async_filelock::blocking::StrictSoftFileLock;
     ///
+    /// # #[cfg(unix)] { // See the async lock's notes on Windows.
     /// let lock = StrictSoftFileLock::new(std::env::temp_dir().join("doc-blocking-strict.lock"));
     /// let guard = lock.acquire()?;
     /// assert_eq!(lock.as_async().claims()?.len(), 2); // our intent and held claims
     /// guard.release()?;
+    /// # }
     /// # Ok::<(), async_filelock::Error>(())
     /// ```
     StrictSoftFileLock,

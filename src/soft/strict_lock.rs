@@ -90,11 +90,20 @@ impl LockKind for StrictKind {
 /// error, as does any state on disk the protocol cannot interpret (a symbolic link or
 /// directory at the lock path, an unknown claim): waiting would not help there.
 ///
+/// # Windows
+///
+/// The protocol compiles for Windows but is only tested on Unix. On Windows the crate tells
+/// files apart by their creation time (std exposes no file index on stable Rust, and the
+/// crate uses no `unsafe`); Windows keeps it across hard links, but Wine, where the Windows
+/// build is tested, derives it from the Unix change time, which a link changes, so the lock
+/// cannot be acquired there.
+///
 /// # Examples
 ///
 /// ```
 /// use async_filelock::StrictSoftFileLock;
 ///
+/// # #[cfg(unix)] // See "Windows" above.
 /// # futures_lite::future::block_on(async {
 /// let lock = StrictSoftFileLock::new(std::env::temp_dir().join("doc-strict.lock"));
 /// let guard = lock.acquire().await?;
