@@ -546,12 +546,14 @@ blocking_soft!(
     /// ```
     /// use async_filelock::blocking::SoftFileLock;
     ///
+    /// # #[cfg(unix)] {
     /// let lock = SoftFileLock::new(std::env::temp_dir().join("doc-blocking-soft.lock"));
     /// let guard = lock.acquire()?;
     /// assert!(lock.as_async().is_held_by_us());
     /// // Not re-entrant: asking again without a time limit is refused, not a hang.
     /// assert_eq!(lock.acquire().unwrap_err().kind(), async_filelock::ErrorKind::Deadlock);
     /// guard.release()?;
+    /// # }
     /// # Ok::<(), async_filelock::Error>(())
     /// ```
     SoftFileLock,
@@ -570,9 +572,11 @@ blocking_soft!(
     /// ```
     /// use async_filelock::blocking::SoftFileLease;
     ///
+    /// # #[cfg(unix)] {
     /// let lease = SoftFileLease::new(std::env::temp_dir().join("doc-blocking-lease.lock"));
     /// let guard = lease.acquire()?;
     /// println!("holding with fencing token {}", guard.fence());
+    /// # }
     /// # Ok::<(), async_filelock::Error>(())
     /// ```
     SoftFileLease,

@@ -72,6 +72,12 @@
 //! (`ENOSYS`), as Python filelock does; [`SoftFallback`] makes that, and `ENOTSUP`/`ENOLCK`,
 //! a choice.
 //!
+//! On Windows the soft locks compile, but they are tested on Unix only. Windows files are
+//! told apart by creation time (std exposes no file index on stable Rust), and under Wine,
+//! where the Windows build is tested, creation times follow the Unix change time. A marker
+//! there can then look like another file, and its release leaves it in place. Windows also
+//! treats every pid as alive, so a dead owner's marker is never broken there.
+//!
 //! Trust boundary (as Python filelock states it): soft locks guard against other accounts
 //! only when the lock's directory and its parents are not writable by them, and not against
 //! hostile processes of the same user.
