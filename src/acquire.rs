@@ -41,6 +41,11 @@ pub(crate) trait LockKind: Send + Sync + 'static {
     /// Proof that the lock is held; dropping it releases the lock.
     type Held: Send + 'static;
 
+    /// What one acquisition keeps between its attempts and gives up when it ends or is
+    /// dropped: a waiting writer's claim on preference, a published membership record.
+    /// Kinds whose attempts are independent use `()`.
+    type Claim: Default + Send + Unpin + 'static;
+
     /// Whether an attempt may block its thread. Async acquisitions then run attempts on the
     /// `blocking` crate's pool.
     const ATTEMPT_BLOCKS: bool;
@@ -53,7 +58,12 @@ pub(crate) trait LockKind: Send + Sync + 'static {
     fn path(&self) -> &Path;
 
     /// One attempt that never waits for another holder. `Ok(None)`: held elsewhere.
-    fn attempt(&self, shared: bool) -> Result<Option<Self::Held>, Error>;
+    ///
+    /// `claim` starts as `Default` and is carried from one attempt of an acquisition to the
+    /// next. The loop drops it when the acquisition ends (after a success too: a kind moves
+    /// into `Held` what the hold still needs) or is cancelled, so dropping a claim must undo
+    /// whatever it stands for.
+    fn attempt(&self, shared: bool, claim: &mut Self::Claim) -> Result<Option<Self::Held>, Error>;
 
     /// The lock's default time limit (`None`: wait until acquired).
     fn timeout(&self) -> Option<Duration>;
@@ -122,8 +132,11 @@ struct Run<K: LockKind> {
     /// Backing off after contention.
     pause: Option<Pause>,
     sleep: Sleep,
-    /// An attempt running on the blocking pool.
-    in_flight: Option<blocking::Task<Result<Option<K::Held>, Error>>>,
+    /// What this acquisition keeps between attempts; moved to the pool and back with an
+    /// attempt that runs there.
+    claim: K::Claim,
+    /// An attempt running on the blocking pool, which hands the claim back with its outcome.
+    in_flight: Option<blocking::Task<(Result<Option<K::Held>, Error>, K::Claim)>>,
     /// The deadline that cuts the in-flight attempt short: none for an attempt that started
     /// at or after the deadline (the last attempt is always allowed to finish).
     flight_deadline: Option<Instant>,
@@ -212,6 +225,7 @@ impl<K: LockKind> WaitLoop<K> {
                 timer: Timer::never(),
                 at: None,
             },
+            claim: K::Claim::default(),
             in_flight: None,
             flight_deadline: None,
         })
@@ -226,7 +240,10 @@ impl<K: LockKind> WaitLoop<K> {
         loop {
             if let Some(task) = &mut run.in_flight {
                 let outcome = match Pin::new(task).poll(cx) {
-                    Poll::Ready(outcome) => outcome,
+                    Poll::Ready((outcome, claim)) => {
+                        run.claim = claim;
+                        outcome
+                    }
                     Poll::Pending => {
                         let Some(deadline) = run.flight_deadline else {
                             return Poll::Pending;
@@ -274,12 +291,16 @@ impl<K: LockKind> WaitLoop<K> {
             debug!(path = ?kind.path(), shared = self.shared, "attempting lock");
             if K::ATTEMPT_BLOCKS && !self.inline {
                 let (kind, shared) = (kind.clone(), self.shared);
-                run.in_flight = Some(blocking::unblock(move || kind.attempt(shared)));
+                let mut claim = std::mem::take(&mut run.claim);
+                run.in_flight = Some(blocking::unblock(move || {
+                    let outcome = kind.attempt(shared, &mut claim);
+                    (outcome, claim)
+                }));
                 let now = Instant::now();
                 run.flight_deadline = run.deadline.filter(|&d| now < d);
                 continue;
             }
-            let outcome = kind.attempt(self.shared);
+            let outcome = kind.attempt(self.shared, &mut run.claim);
             if let Some(done) = run.settle(kind, self.limit, outcome) {
                 return Poll::Ready(done);
             }

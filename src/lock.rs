@@ -380,6 +380,7 @@ impl Place {
 
 impl LockKind for Hard {
     type Held = HardHeld;
+    type Claim = ();
     const ATTEMPT_BLOCKS: bool = sys::ATTEMPT_BLOCKS;
 
     fn prepare(&self) -> Result<Arc<Local>, Error> {
@@ -390,7 +391,7 @@ impl LockKind for Hard {
         self.resolved_path()
     }
 
-    fn attempt(&self, shared: bool) -> Result<Option<HardHeld>, Error> {
+    fn attempt(&self, shared: bool, _claim: &mut ()) -> Result<Option<HardHeld>, Error> {
         let path = self.resolved_path();
         if !self.soft.load(Ordering::Relaxed) {
             match sys::try_lock(path, shared, self.options.mode) {

@@ -8,6 +8,7 @@ pub(crate) mod identity;
 pub(crate) mod lease;
 pub(crate) mod marker;
 pub(crate) mod record;
+mod rw;
 mod recover;
 pub(crate) mod strict;
 mod strict_lock;
@@ -397,6 +398,7 @@ impl Drop for SoftHeld {
 
 impl LockKind for Soft {
     type Held = SoftHeld;
+    type Claim = ();
     const ATTEMPT_BLOCKS: bool = sys::ATTEMPT_BLOCKS;
 
     fn prepare(&self) -> Result<Arc<Local>, Error> {
@@ -407,7 +409,7 @@ impl LockKind for Soft {
         self.place.resolved_path()
     }
 
-    fn attempt(&self, _shared: bool) -> Result<Option<SoftHeld>, Error> {
+    fn attempt(&self, _shared: bool, _claim: &mut ()) -> Result<Option<SoftHeld>, Error> {
         let path = self.place.resolved_path();
         let Flavor::Lease(options) = &self.flavor else {
             let marker = attempt(path, self.mode, &self.flavor, &self.watch, None)?;

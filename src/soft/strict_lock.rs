@@ -41,6 +41,7 @@ impl StrictKind {
 
 impl LockKind for StrictKind {
     type Held = StrictHeld;
+    type Claim = ();
     const ATTEMPT_BLOCKS: bool = sys::ATTEMPT_BLOCKS;
 
     fn prepare(&self) -> Result<Arc<Local>, Error> {
@@ -58,7 +59,7 @@ impl LockKind for StrictKind {
         self.place.resolved_path()
     }
 
-    fn attempt(&self, _shared: bool) -> Result<Option<StrictHeld>, Error> {
+    fn attempt(&self, _shared: bool, _claim: &mut ()) -> Result<Option<StrictHeld>, Error> {
         self.core()?.attempt()
     }
 
