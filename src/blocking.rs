@@ -610,3 +610,398 @@ blocking_soft!(
     StrictSoftFileLockGuard,
     crate::StrictSoftFileLockGuard
 );
+
+/// What a blocking reader/writer wrapper needs from the async lock it wraps.
+pub(crate) trait RwAsync: Clone {
+    /// The async read guard.
+    type Read: Send + 'static;
+    /// The async write guard.
+    type Write: Send + 'static;
+
+    /// The lock's path, as given.
+    fn path(&self) -> &Path;
+    /// The lock's default time limit.
+    fn timeout(&self) -> Option<Duration>;
+    /// The in-process state of the lock's path: its address identifies the path.
+    fn queue(&self) -> Result<Arc<crate::local::Local>, Error>;
+    /// Reads, waiting on the calling thread.
+    fn read_inline(&self, limit: Limit) -> Result<Self::Read, Error>;
+    /// Writes, waiting on the calling thread.
+    fn write_inline(&self, limit: Limit) -> Result<Self::Write, Error>;
+    /// Releases a read guard, reporting errors.
+    fn release_read(guard: Self::Read) -> Result<(), Error>;
+    /// Releases a write guard, reporting errors.
+    fn release_write(guard: Self::Write) -> Result<(), Error>;
+}
+
+/// One thread's hold on a blocking reader/writer lock.
+enum RwHeld<L: RwAsync> {
+    Read(L::Read),
+    Write(L::Write),
+}
+
+/// A blocking reader/writer lock's holds: per thread, one async guard and how many blocking
+/// guards share it.
+pub(crate) struct RwNest<L: RwAsync> {
+    lock: L,
+    holds: Arc<Mutex<Vec<(ThreadId, RwHeld<L>, usize)>>>,
+}
+
+impl<L: RwAsync> Clone for RwNest<L> {
+    fn clone(&self) -> Self {
+        RwNest {
+            lock: self.lock.clone(),
+            holds: self.holds.clone(),
+        }
+    }
+}
+
+impl<L: RwAsync> RwNest<L> {
+    fn new(lock: L) -> RwNest<L> {
+        RwNest {
+            lock,
+            holds: Arc::default(),
+        }
+    }
+
+    fn holds(&self) -> MutexGuard<'_, Vec<(ThreadId, RwHeld<L>, usize)>> {
+        self.holds.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The calling thread's hold: `Some(write)` when it holds the lock.
+    fn mode(&self, thread: ThreadId) -> Option<bool> {
+        self.holds()
+            .iter()
+            .find(|h| h.0 == thread)
+            .map(|h| matches!(h.1, RwHeld::Write(_)))
+    }
+
+    /// Runs `f` on the calling thread's async guard.
+    fn with_held<T>(
+        &self,
+        thread: ThreadId,
+        f: impl FnOnce(Result<&L::Read, &L::Write>) -> T,
+    ) -> T {
+        let holds = self.holds();
+        let held = &holds
+            .iter()
+            .find(|h| h.0 == thread)
+            .expect("a live blocking guard has a hold")
+            .1;
+        f(match held {
+            RwHeld::Read(g) => Ok(g),
+            RwHeld::Write(g) => Err(g),
+        })
+    }
+
+    /// Joins the thread's hold in the same mode, or takes the lock; returns the thread.
+    fn acquire(&self, write: bool, limit: Limit) -> Result<ThreadId, Error> {
+        let thread = thread::current().id();
+        {
+            let mut holds = self.holds();
+            if let Some(hold) = holds.iter_mut().find(|h| h.0 == thread) {
+                return match (&hold.1, write) {
+                    (RwHeld::Read(_), false) | (RwHeld::Write(_), true) => {
+                        hold.2 += 1;
+                        Ok(thread)
+                    }
+                    (RwHeld::Read(_), true) => Err(Error::deadlock(
+                        self.lock.path(),
+                        "this thread holds it for reading: upgrading to write is not allowed \
+                         (release the read guards, then ask for write)",
+                    )),
+                    (RwHeld::Write(_), false) => Err(Error::deadlock(
+                        self.lock.path(),
+                        "this thread holds it for writing: downgrading to read is not allowed \
+                         (release the write guards, then ask for read)",
+                    )),
+                };
+            }
+        }
+        let key = Arc::as_ptr(&self.lock.queue()?) as usize;
+        let forever = limit
+            .or(self.lock.timeout())
+            .deadline(Instant::now())
+            .is_none();
+        if forever && HELD.try_with(|h| h.borrow().contains(&key)) == Ok(true) {
+            return Err(Error::deadlock(
+                self.lock.path(),
+                "this thread already holds it through another lock object, so waiting would \
+                 never end",
+            ));
+        }
+        let held = if write {
+            RwHeld::Write(self.lock.write_inline(limit)?)
+        } else {
+            RwHeld::Read(self.lock.read_inline(limit)?)
+        };
+        self.holds().push((thread, held, 1));
+        let _ = HELD.try_with(|h| h.borrow_mut().push(key));
+        Ok(thread)
+    }
+
+    /// Ends one level of the thread's hold; the last level releases the lock.
+    fn leave(&self, thread: ThreadId) -> Result<(), Error> {
+        let last = {
+            let mut holds = self.holds();
+            let Some(i) = holds.iter().position(|h| h.0 == thread) else {
+                return Ok(());
+            };
+            holds[i].2 -= 1;
+            if holds[i].2 > 0 {
+                return Ok(());
+            }
+            holds.swap_remove(i).1
+        };
+        if let Ok(queue) = self.lock.queue() {
+            let key = Arc::as_ptr(&queue) as usize;
+            let _ = HELD.try_with(|h| {
+                let mut h = h.borrow_mut();
+                if let Some(i) = h.iter().position(|&k| k == key) {
+                    h.swap_remove(i);
+                }
+            });
+        }
+        match last {
+            RwHeld::Read(g) => L::release_read(g),
+            RwHeld::Write(g) => L::release_write(g),
+        }
+    }
+}
+
+/// Blocking twins of the reader/writer locks. Per thread, a lock is re-entrant in the mode
+/// the thread holds it in; asking for the other mode is a [`Deadlock`](crate::ErrorKind::Deadlock)
+/// error (no silent upgrade or downgrade).
+macro_rules! blocking_rw {
+    (
+        $(#[$doc:meta])* $name:ident, $inner:ty,
+        $(#[$rdoc:meta])* $read:ident,
+        $(#[$wdoc:meta])* $write:ident
+    ) => {
+        $(#[$doc])*
+        #[derive(Clone)]
+        pub struct $name {
+            nest: RwNest<$inner>,
+        }
+
+        impl $name {
+            /// Creates the lock on `path` with default options. No I/O happens here.
+            pub fn new(path: impl AsRef<Path>) -> $name {
+                $name::from(<$inner>::new(path))
+            }
+
+            /// The path of the lock, as given.
+            pub fn path(&self) -> &Path {
+                self.nest.lock.path()
+            }
+
+            /// The async lock this one wraps.
+            pub fn as_async(&self) -> &$inner {
+                &self.nest.lock
+            }
+
+            /// Blocks until the lock is held for reading (or the lock's timeout passes). A
+            /// thread that already reads through this lock joins its own hold.
+            ///
+            /// # Errors
+            ///
+            /// As the async lock's `read`, plus [`Deadlock`](crate::ErrorKind::Deadlock)
+            /// when this thread holds the lock for writing, or holds the path through
+            /// another lock object and no time limit is set.
+            pub fn read(&self) -> Result<$read, Error> {
+                self.read_with(Limit::Default)
+            }
+
+            /// Blocks until the lock is held for reading or `timeout` passes.
+            ///
+            /// # Errors
+            ///
+            /// [`Timeout`](crate::ErrorKind::Timeout) when the time runs out; otherwise as
+            /// [`read`](Self::read).
+            pub fn read_timeout(&self, timeout: Duration) -> Result<$read, Error> {
+                self.read_with(Limit::After(Some(timeout)))
+            }
+
+            /// One attempt to read, without waiting.
+            ///
+            /// # Errors
+            ///
+            /// [`WouldBlock`](crate::ErrorKind::WouldBlock) when a writer holds or awaits
+            /// the lock; otherwise as [`read`](Self::read).
+            pub fn try_read(&self) -> Result<$read, Error> {
+                self.read_with(Limit::Once)
+            }
+
+            /// Blocks until the lock is held for writing (or the lock's timeout passes). A
+            /// thread that already writes through this lock joins its own hold.
+            ///
+            /// # Errors
+            ///
+            /// As the async lock's `write`, plus [`Deadlock`](crate::ErrorKind::Deadlock)
+            /// when this thread holds the lock for reading (upgrading is not allowed), or
+            /// holds the path through another lock object and no time limit is set.
+            pub fn write(&self) -> Result<$write, Error> {
+                self.write_with(Limit::Default)
+            }
+
+            /// Blocks until the lock is held for writing or `timeout` passes.
+            ///
+            /// # Errors
+            ///
+            /// [`Timeout`](crate::ErrorKind::Timeout) when the time runs out; otherwise as
+            /// [`write`](Self::write).
+            pub fn write_timeout(&self, timeout: Duration) -> Result<$write, Error> {
+                self.write_with(Limit::After(Some(timeout)))
+            }
+
+            /// One attempt to write, without waiting.
+            ///
+            /// # Errors
+            ///
+            /// [`WouldBlock`](crate::ErrorKind::WouldBlock) when anyone holds the lock or a
+            /// writer awaits it; otherwise as [`write`](Self::write).
+            pub fn try_write(&self) -> Result<$write, Error> {
+                self.write_with(Limit::Once)
+            }
+
+            /// Whether the calling thread holds the lock (`Some(true)`: for writing).
+            pub fn held_by_this_thread(&self) -> Option<bool> {
+                self.nest.mode(thread::current().id())
+            }
+
+            fn read_with(&self, limit: Limit) -> Result<$read, Error> {
+                let thread = self.nest.acquire(false, limit)?;
+                Ok($read { nest: self.nest.clone(), thread, done: false, _not_send: PhantomData })
+            }
+
+            fn write_with(&self, limit: Limit) -> Result<$write, Error> {
+                let thread = self.nest.acquire(true, limit)?;
+                Ok($write { nest: self.nest.clone(), thread, done: false, _not_send: PhantomData })
+            }
+        }
+
+        impl From<$inner> for $name {
+            /// Wraps an async lock (sharing its options) for use from synchronous code.
+            fn from(lock: $inner) -> $name {
+                $name { nest: RwNest::new(lock) }
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(concat!("blocking::", stringify!($name)))
+                    .field("lock", &self.nest.lock)
+                    .field("held_by_this_thread", &self.held_by_this_thread())
+                    .finish()
+            }
+        }
+
+        blocking_rw!(@guard $(#[$rdoc])* $read, $inner);
+        blocking_rw!(@guard $(#[$wdoc])* $write, $inner);
+    };
+    (@guard $(#[$doc:meta])* $guard:ident, $inner:ty) => {
+        $(#[$doc])*
+        ///
+        /// Dropping it ends one level of the thread's hold; the last level releases the lock.
+        /// It is not `Send`: the hold belongs to the thread that took it.
+        #[must_use = "the lock is released as soon as the guard is dropped"]
+        pub struct $guard {
+            nest: RwNest<$inner>,
+            thread: ThreadId,
+            done: bool,
+            _not_send: PhantomData<*const ()>,
+        }
+
+        impl $guard {
+            /// The lock's path, as given.
+            pub fn path(&self) -> &Path {
+                self.nest.lock.path()
+            }
+
+            /// Ends this level of the hold, reporting an error from releasing the lock if
+            /// this was the last level.
+            ///
+            /// # Errors
+            ///
+            /// As the async guard's `release`.
+            pub fn release(mut self) -> Result<(), Error> {
+                self.done = true;
+                self.nest.leave(self.thread)
+            }
+        }
+
+        impl Drop for $guard {
+            fn drop(&mut self) {
+                if !self.done {
+                    let _ = self.nest.leave(self.thread);
+                }
+            }
+        }
+
+        impl fmt::Debug for $guard {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($guard)).field("path", &self.path()).finish()
+            }
+        }
+    };
+}
+
+impl RwAsync for crate::RwFileLock {
+    type Read = crate::RwReadGuard;
+    type Write = crate::RwWriteGuard;
+
+    fn path(&self) -> &Path {
+        crate::RwFileLock::path(self)
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        crate::RwFileLock::timeout(self)
+    }
+
+    fn queue(&self) -> Result<Arc<crate::local::Local>, Error> {
+        crate::RwFileLock::queue(self)
+    }
+
+    fn read_inline(&self, limit: Limit) -> Result<Self::Read, Error> {
+        crate::RwFileLock::read_inline(self, limit)
+    }
+
+    fn write_inline(&self, limit: Limit) -> Result<Self::Write, Error> {
+        crate::RwFileLock::write_inline(self, limit)
+    }
+
+    fn release_read(guard: Self::Read) -> Result<(), Error> {
+        guard.release()
+    }
+
+    fn release_write(guard: Self::Write) -> Result<(), Error> {
+        guard.release()
+    }
+}
+
+blocking_rw!(
+    /// A [`crate::RwFileLock`] for synchronous code: readers share, a writer excludes, and
+    /// a waiting writer goes ahead of new readers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_filelock::{blocking::RwFileLock, ErrorKind};
+    ///
+    /// let lock = RwFileLock::new(std::env::temp_dir().join("doc-blocking-rw.db"));
+    /// let outer = lock.read()?;
+    /// let inner = lock.read()?; // joins this thread's read hold
+    /// // No silent upgrade: release the read guards first.
+    /// assert_eq!(lock.write().unwrap_err().kind(), ErrorKind::Deadlock);
+    /// drop((inner, outer));
+    /// let w = lock.write()?;
+    /// w.release()?;
+    /// # Ok::<(), async_filelock::Error>(())
+    /// ```
+    RwFileLock,
+    crate::RwFileLock,
+    /// One level of a thread's read hold on a [`blocking::RwFileLock`](RwFileLock).
+    RwReadGuard,
+    /// One level of a thread's write hold on a [`blocking::RwFileLock`](RwFileLock).
+    RwWriteGuard
+);

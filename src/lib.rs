@@ -150,6 +150,7 @@ mod error;
 mod guard;
 mod local;
 mod lock;
+mod rw;
 mod soft;
 mod sys;
 mod trace;
@@ -158,6 +159,7 @@ pub use backoff::Backoff;
 pub use error::{Error, ErrorKind};
 pub use guard::FileLockGuard;
 pub use lock::{Acquire, FileLock, FileLockBuilder, SoftFallback};
+pub use rw::{RwFileLock, RwFileLockBuilder, RwReadGuard, RwWriteGuard};
 pub use soft::record::OwnerMode;
 pub use soft::{
     ClaimState, CompromiseReason, LeaseCompromise, Owner, SoftFileLease, SoftFileLeaseBuilder,
@@ -168,6 +170,7 @@ pub use soft::{
 /// The named futures returned by this crate's async methods.
 pub mod futures {
     pub use crate::lock::Acquire;
+    pub use crate::rw::{ReadAcquire, WriteAcquire};
     pub use crate::soft::{AcquireLease, AcquireSoft, AcquireStrict};
 }
 

@@ -62,6 +62,37 @@ pub(crate) struct Hard {
     watch: soft::Watch,
 }
 
+impl Hard {
+    fn with_options(path: &Path, options: Options) -> Hard {
+        Hard {
+            place: Place::new(path),
+            options,
+            soft: AtomicBool::new(false),
+            watch: soft::Watch::default(),
+        }
+    }
+
+    /// An OS lock that never falls back to a marker (a marker cannot be shared), for the
+    /// files of a [`RwFileLock`](crate::RwFileLock).
+    pub(crate) fn os_only(
+        path: &Path,
+        timeout: Option<Duration>,
+        backoff: Backoff,
+        mode: Option<u32>,
+    ) -> Hard {
+        Hard::with_options(
+            path,
+            Options {
+                timeout,
+                backoff,
+                mode,
+                delete_on_release: false,
+                fallback: SoftFallback::Never,
+            },
+        )
+    }
+}
+
 /// What a held [`FileLock`] holds: the OS lock, or (after a fallback) a soft marker.
 #[derive(Debug)]
 pub(crate) enum HardHeld {
@@ -152,12 +183,7 @@ impl FileLock {
 
     fn from_options(path: &Path, options: Options) -> FileLock {
         FileLock {
-            hard: Arc::new(Hard {
-                place: Place::new(path),
-                options,
-                soft: AtomicBool::new(false),
-                watch: soft::Watch::default(),
-            }),
+            hard: Arc::new(Hard::with_options(path, options)),
         }
     }
 
@@ -320,6 +346,11 @@ impl Hard {
         self.place.resolved_path()
     }
 
+    /// The path as the user gave it.
+    pub(crate) fn given_path(&self) -> &Path {
+        &self.place.path
+    }
+
     pub(crate) fn local(&self) -> &Arc<Local> {
         self.place.local()
     }
@@ -433,6 +464,21 @@ impl LockKind for Hard {
             None
         }
     }
+}
+
+/// Rejects a file mode a lock file cannot have.
+pub(crate) fn check_mode(mode: u32) -> Result<(), Error> {
+    if mode & !0o777 != 0 {
+        return Err(Error::invalid(format!(
+            "mode {mode:#o} has bits outside 0o777"
+        )));
+    }
+    if mode & 0o600 != 0o600 {
+        return Err(Error::invalid(format!(
+            "mode {mode:#o} does not let the owner read and write the lock file"
+        )));
+    }
+    Ok(())
 }
 
 /// Rejects paths no file system would accept, before any I/O.
@@ -553,16 +599,7 @@ impl FileLockBuilder {
         let with_path = |e: Error| e.with_path(&self.path).during(Action::Configure);
         self.options.backoff.validate().map_err(with_path)?;
         if let Some(mode) = self.options.mode {
-            if mode & !0o777 != 0 {
-                return Err(with_path(Error::invalid(format!(
-                    "mode {mode:#o} has bits outside 0o777"
-                ))));
-            }
-            if mode & 0o600 != 0o600 {
-                return Err(with_path(Error::invalid(format!(
-                    "mode {mode:#o} does not let the owner read and write the lock file"
-                ))));
-            }
+            check_mode(mode).map_err(with_path)?;
         }
         Ok(FileLock::from_options(&self.path, self.options))
     }

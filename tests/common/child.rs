@@ -12,7 +12,7 @@
 //! Handshake lines from a child are printed after [`MARKER`], since libtest prints its own
 //! chatter (`running 1 test`, `test child_entry ... `) on the same stdout.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_macros)]
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -420,12 +420,12 @@ pub fn entry() {
     }
 }
 
-fn arg(name: &str) -> String {
+pub fn arg(name: &str) -> String {
     let var = format!("{ARG_PREFIX}{}", name.to_uppercase());
     std::env::var(&var).unwrap_or_else(|_| panic!("the child needs {var}"))
 }
 
-fn flag(name: &str) -> bool {
+pub fn flag(name: &str) -> bool {
     match arg(name).as_str() {
         "1" | "true" => true,
         "0" | "false" => false,
@@ -434,13 +434,13 @@ fn flag(name: &str) -> bool {
 }
 
 /// Prints a handshake line (stdout is line-buffered, so `println!` flushes it).
-fn say(line: &str) {
+pub fn say(line: &str) {
     println!("{MARKER}{line}");
     std::io::stdout().flush().expect("flush stdout");
 }
 
 /// Blocks until the parent sends a line (or closes stdin).
-fn read_line() -> String {
+pub fn read_line() -> String {
     let mut line = String::new();
     std::io::stdin().read_line(&mut line).expect("read stdin");
     line.trim().to_string()
