@@ -434,3 +434,41 @@ impl<K: LockKind> fmt::Debug for WaitLoop<K> {
             .finish()
     }
 }
+
+macro_rules! acquire_future {
+    ($(#[$doc:meta])* $name:ident, $kind:ty, $guard:ty, $make:expr) => {
+        $(#[$doc])*
+        #[must_use = "futures do nothing unless you `.await` or poll them"]
+        pub struct $name {
+            wait: WaitLoop<$kind>,
+        }
+
+        impl $name {
+            /// Limits this acquisition to `timeout`, counted from its first poll;
+            /// `Duration::ZERO` makes exactly one attempt. Running out is a
+            /// [`Timeout`](crate::ErrorKind::Timeout) error.
+            pub fn timeout(mut self, timeout: Duration) -> $name {
+                self.wait.set_limit(Limit::After(Some(timeout)));
+                self
+            }
+        }
+
+        impl Future for $name {
+            type Output = Result<$guard, Error>;
+
+            fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+                let wait = &mut self.wait;
+                Pin::new(&mut *wait)
+                    .poll(cx)
+                    .map(|held| held.map(|held| ($make)(wait.kind().clone(), held)))
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.wait.fmt(f)
+            }
+        }
+    };
+}
+pub(crate) use acquire_future;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::acquire::{Limit, LockKind, WaitLoop};
+use crate::acquire::{acquire_future, Limit, LockKind, WaitLoop};
 use crate::error::Action;
 use crate::local::Local;
 use crate::lock::{check_mode, Hard, HardHeld};
@@ -364,55 +364,23 @@ rw_guard!(
     RwWriteGuard
 );
 
-macro_rules! rw_future {
-    ($(#[$doc:meta])* $name:ident, $guard:ident) => {
-        $(#[$doc])*
-        ///
-        /// It is `Send` and `Unpin`. Dropping it before it completes releases everything it
-        /// holds.
-        #[must_use = "futures do nothing unless you `.await` or poll them"]
-        pub struct $name {
-            wait: WaitLoop<RwHard>,
-        }
-
-        impl $name {
-            /// Limits this acquisition to `timeout`, counted from its first poll;
-            /// `Duration::ZERO` makes exactly one attempt. Running out is a
-            /// [`Timeout`](crate::ErrorKind::Timeout) error.
-            pub fn timeout(mut self, timeout: Duration) -> $name {
-                self.wait.set_limit(Limit::After(Some(timeout)));
-                self
-            }
-        }
-
-        impl Future for $name {
-            type Output = Result<$guard, Error>;
-
-            fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-                let wait = &mut self.wait;
-                Pin::new(&mut *wait).poll(cx).map(|held| {
-                    let data = wait.kind().data.clone();
-                    held.map(|held| $guard(FileLockGuard::new(data, held, wait.is_shared())))
-                })
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                self.wait.fmt(f)
-            }
-        }
-    };
-}
-
-rw_future!(
+acquire_future!(
     /// The future returned by [`RwFileLock::read`].
+    ///
+    /// It is `Send` and `Unpin`. Dropping it before it completes leaves nothing held.
     ReadAcquire,
-    RwReadGuard
+    RwHard,
+    RwReadGuard,
+    |kind: Arc<RwHard>, held| RwReadGuard(FileLockGuard::new(kind.data.clone(), held, true))
 );
 
-rw_future!(
+acquire_future!(
     /// The future returned by [`RwFileLock::write`].
+    ///
+    /// It is `Send` and `Unpin`. Dropping it before it completes leaves nothing held and
+    /// unlocks the gate, letting readers in.
     WriteAcquire,
-    RwWriteGuard
+    RwHard,
+    RwWriteGuard,
+    |kind: Arc<RwHard>, held| RwWriteGuard(FileLockGuard::new(kind.data.clone(), held, false))
 );

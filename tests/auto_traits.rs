@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use async_filelock::{
     blocking, Acquire, Backoff, ClaimState, CompromiseReason, Error, ErrorKind, FileLock,
-    FileLockBuilder, FileLockGuard, LeaseCompromise, Owner, OwnerMode, SoftFallback, SoftFileLease,
+    FileLockBuilder, FileLockGuard, LeaseCompromise, Owner, OwnerMode, RwFileLock,
+    RwFileLockBuilder, RwReadGuard, RwWriteGuard, SoftFallback, SoftFileLease,
     SoftFileLeaseBuilder, SoftFileLeaseGuard, SoftFileLock, SoftFileLockBuilder, SoftFileLockGuard,
     StrictClaim, StrictSoftFileLock, StrictSoftFileLockBuilder, StrictSoftFileLockGuard,
 };
@@ -126,6 +127,15 @@ assert_value!(blocking::SoftFileLock: Send & Sync & Unpin);
 assert_value!(blocking::SoftFileLockGuard: !Send & !Sync & Unpin);
 assert_value!(blocking::SoftFileLease: Send & Sync & Unpin);
 assert_value!(blocking::SoftFileLeaseGuard: !Send & !Sync & Unpin);
+assert_value!(RwFileLock: Send & Sync & Unpin);
+assert_value!(RwFileLockBuilder: Send & Sync & Unpin);
+assert_value!(RwReadGuard: Send & Sync & Unpin);
+assert_value!(RwWriteGuard: Send & Sync & Unpin);
+assert_value!(async_filelock::futures::ReadAcquire: Send & Sync & Unpin);
+assert_value!(async_filelock::futures::WriteAcquire: Send & Sync & Unpin);
+assert_value!(blocking::RwFileLock: Send & Sync & Unpin);
+assert_value!(blocking::RwReadGuard: !Send & !Sync & Unpin);
+assert_value!(blocking::RwWriteGuard: !Send & !Sync & Unpin);
 assert_value!(blocking::StrictSoftFileLock: Send & Sync & Unpin);
 assert_value!(blocking::StrictSoftFileLockGuard: !Send & !Sync & Unpin);
 

@@ -29,6 +29,9 @@ pub enum CompromiseReason {
     OwnerChanged,
     /// Refreshing the marker kept failing until the lease could have expired.
     RefreshFailed,
+    /// A [`SoftRwLock`](crate::SoftRwLock) peer found this member's record unchanged for
+    /// the stale threshold and evicted it (or its record was removed).
+    Evicted,
 }
 
 impl CompromiseReason {
@@ -38,6 +41,7 @@ impl CompromiseReason {
             CompromiseReason::MarkerMissing => "marker-missing",
             CompromiseReason::OwnerChanged => "owner-changed",
             CompromiseReason::RefreshFailed => "refresh-failed",
+            CompromiseReason::Evicted => "evicted",
         }
     }
 }
@@ -61,6 +65,22 @@ pub struct LeaseCompromise {
 }
 
 impl LeaseCompromise {
+    pub(crate) fn new(
+        path: &Path,
+        token: &str,
+        fence: u64,
+        reason: CompromiseReason,
+        error: Option<io::Error>,
+    ) -> LeaseCompromise {
+        LeaseCompromise {
+            path: path.to_path_buf(),
+            token: token.to_owned(),
+            fence,
+            reason,
+            error: error.map(Arc::new),
+        }
+    }
+
     /// The lock path.
     pub fn path(&self) -> &Path {
         &self.path
@@ -71,7 +91,8 @@ impl LeaseCompromise {
         &self.token
     }
 
-    /// The fencing token of the hold that was lost.
+    /// The fencing token of the hold that was lost (for a
+    /// [`SoftRwLock`](crate::SoftRwLock), the generation it was granted at).
     pub fn fence(&self) -> u64 {
         self.fence
     }
@@ -111,6 +132,18 @@ pub(crate) struct Claim {
 }
 
 impl Claim {
+    /// Records the loss for the holder to read, then tells the callback.
+    pub(crate) fn report(&self, lost: LeaseCompromise, on_compromise: Option<&OnCompromise>) {
+        crate::trace::debug!(path = ?lost.path, reason = %lost.reason, "lease compromised");
+        *self
+            .compromise
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(lost.clone());
+        if let Some(callback) = on_compromise {
+            callback(&lost);
+        }
+    }
+
     pub(crate) fn compromise(&self) -> Option<LeaseCompromise> {
         self.compromise
             .lock()
@@ -143,14 +176,32 @@ enum Outcome {
 }
 
 impl Heartbeat {
-    pub(crate) fn start(beat: Beat, marker: &Marker, claim: Arc<Claim>) -> io::Result<Heartbeat> {
-        let file = marker.file().try_clone()?;
-        let id = marker.id();
+    /// Runs `tick` every `interval` on a thread of its own, until `tick` returns `false` or
+    /// the heartbeat is dropped. Every heartbeat in the crate (leases, read/write members)
+    /// runs on this.
+    pub(crate) fn spawn(
+        name: String,
+        interval: Duration,
+        mut tick: impl FnMut() -> bool + Send + 'static,
+    ) -> io::Result<Heartbeat> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let stopped = stop.clone();
-        let thread = thread::Builder::new()
-            .name(format!("filelock-lease-{}", std::process::id()))
-            .spawn(move || run(beat, file, id, claim, &stopped))?;
+        let thread = thread::Builder::new().name(name).spawn(move || {
+            let (stopped, wake) = &*stopped;
+            loop {
+                let guard = stopped.lock().unwrap_or_else(PoisonError::into_inner);
+                let (guard, _) = wake
+                    .wait_timeout_while(guard, interval, |s| !*s)
+                    .unwrap_or_else(PoisonError::into_inner);
+                if *guard {
+                    return;
+                }
+                drop(guard);
+                if !tick() {
+                    return;
+                }
+            }
+        })?;
         let thread_id = Some(thread.thread().id());
         Ok(Heartbeat {
             stop,
@@ -158,58 +209,40 @@ impl Heartbeat {
             thread_id,
         })
     }
-}
 
-fn run(beat: Beat, file: File, id: (u64, u64), claim: Arc<Claim>, stop: &(Mutex<bool>, Condvar)) {
-    let (stopped, wake) = stop;
-    let mut last_success = Instant::now();
-    let mut missing = false;
-    loop {
-        {
-            let guard = stopped.lock().unwrap_or_else(PoisonError::into_inner);
-            let (guard, _) = wake
-                .wait_timeout_while(guard, beat.interval, |s| !*s)
-                .unwrap_or_else(PoisonError::into_inner);
-            if *guard {
-                return;
-            }
-        }
-        let (reason, error) = match refresh(&beat.path, &file, id) {
-            Outcome::Ok => {
-                last_success = Instant::now();
-                missing = false;
-                continue;
-            }
-            Outcome::Lost(reason, error) => {
-                if !missing {
-                    missing = true;
-                    continue;
+    /// The heartbeat of a lease: touches the marker, and reports the lease lost when the
+    /// path stops naming it.
+    pub(crate) fn start(beat: Beat, marker: &Marker, claim: Arc<Claim>) -> io::Result<Heartbeat> {
+        let file = marker.file().try_clone()?;
+        let id = marker.id();
+        let mut last_success = Instant::now();
+        let mut missing = false;
+        let name = format!("filelock-lease-{}", std::process::id());
+        Heartbeat::spawn(name, beat.interval, move || {
+            let (reason, error) = match refresh(&beat.path, &file, id) {
+                Outcome::Ok => {
+                    last_success = Instant::now();
+                    missing = false;
+                    return true;
                 }
-                (reason, error)
-            }
-            Outcome::Transient(e) => {
-                if last_success.elapsed() < beat.duration.saturating_sub(beat.interval) {
-                    continue;
+                Outcome::Lost(reason, error) => {
+                    if !missing {
+                        missing = true;
+                        return true;
+                    }
+                    (reason, error)
                 }
-                (CompromiseReason::RefreshFailed, Some(e))
-            }
-        };
-        let lost = LeaseCompromise {
-            path: beat.path.clone(),
-            token: beat.token.clone(),
-            fence: beat.fence,
-            reason,
-            error: error.map(Arc::new),
-        };
-        crate::trace::debug!(path = ?beat.path, reason = %reason, "lease compromised");
-        *claim
-            .compromise
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(lost.clone());
-        if let Some(callback) = &beat.on_compromise {
-            callback(&lost);
-        }
-        return;
+                Outcome::Transient(e) => {
+                    if last_success.elapsed() < beat.duration.saturating_sub(beat.interval) {
+                        return true;
+                    }
+                    (CompromiseReason::RefreshFailed, Some(e))
+                }
+            };
+            let lost = LeaseCompromise::new(&beat.path, &beat.token, beat.fence, reason, error);
+            claim.report(lost, beat.on_compromise.as_ref());
+            false
+        })
     }
 }
 

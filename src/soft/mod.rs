@@ -8,7 +8,6 @@ pub(crate) mod identity;
 pub(crate) mod lease;
 pub(crate) mod marker;
 pub(crate) mod record;
-mod rw;
 mod recover;
 pub(crate) mod strict;
 mod strict_lock;
@@ -21,7 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use crate::acquire::{Limit, LockKind, WaitLoop};
+use crate::acquire::{acquire_future, Limit, LockKind, WaitLoop};
 use crate::error::Action;
 use crate::local::Local;
 use crate::lock::Place;
@@ -522,44 +521,6 @@ fn check_mode(path: &Path, mode: Option<u32>) -> Result<(), Error> {
     }
     Ok(())
 }
-
-macro_rules! acquire_future {
-    ($(#[$doc:meta])* $name:ident, $kind:ty, $guard:ty, $make:expr) => {
-        $(#[$doc])*
-        #[must_use = "futures do nothing unless you `.await` or poll them"]
-        pub struct $name {
-            wait: WaitLoop<$kind>,
-        }
-
-        impl $name {
-            /// Limits this acquisition to `timeout`, counted from its first poll;
-            /// `Duration::ZERO` makes exactly one attempt. Running out is a
-            /// [`Timeout`](crate::ErrorKind::Timeout) error.
-            pub fn timeout(mut self, timeout: Duration) -> $name {
-                self.wait.set_limit(Limit::After(Some(timeout)));
-                self
-            }
-        }
-
-        impl Future for $name {
-            type Output = Result<$guard, Error>;
-
-            fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-                let wait = &mut self.wait;
-                Pin::new(&mut *wait)
-                    .poll(cx)
-                    .map(|held| held.map(|held| ($make)(wait.kind().clone(), held)))
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                self.wait.fmt(f)
-            }
-        }
-    };
-}
-pub(crate) use acquire_future;
 
 /// A soft lock: a marker file whose existence is the lock, on-disk compatible with Python
 /// filelock's `SoftFileLock`.

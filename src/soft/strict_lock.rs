@@ -16,7 +16,8 @@ use crate::soft::strict::{Strict, StrictClaim, StrictHeld};
 use crate::trace::debug;
 use crate::{sys, Backoff, Error};
 
-use super::{acquire_future, check_mode, Options};
+use super::{check_mode, Options};
+use crate::acquire::acquire_future;
 
 /// The strict lock as the waiting loop sees it.
 pub(crate) struct StrictKind {
