@@ -34,8 +34,19 @@
 //!
 //!   `scripts/bench_python_soft.py` times Python filelock's `SoftFileLock` and
 //!   `SoftFileLease` the same way, for comparison.
+//! - `rw/*`: read or write acquire + release of a reader/writer lock nobody else holds.
+//!   - `raw_flock_shared`: std only, `open` + `flock(LOCK_SH|LOCK_NB)` + unlock + close.
+//!   - `raw_gate_and_data`: the same on two files, the floor of `RwFileLock`'s gate
+//!     protocol (a reader opens and locks the gate and the data file).
+//!   - `read_*`, `write_*`: `RwFileLock::read` / `write` under `block_on`, `try_read` /
+//!     `try_write`, and the `blocking::RwFileLock` twins.
+//!   - `soft_read_*`, `soft_write_*`: `SoftRwLock` (a generation-log commit in, one out,
+//!     and a heartbeat thread started and stopped per hold).
 //!
-//! After Criterion's benchmarks, the uncontended, `contended_try` and `soft` variants are
+//!   `scripts/bench_python_soft.py` also times Python's `ReadWriteLock` (SQLite) and
+//!   `SoftReadWriteLock` read and write cycles.
+//!
+//! After Criterion's benchmarks, the uncontended, `contended_try`, `soft` and `rw` variants are
 //! measured once more, interleaved (a batch of each in turn, round after round), and printed
 //! with their ratios to the group's raw loop taken within each round: on a busy machine those
 //! ratios are far steadier than ratios between Criterion lines measured seconds apart.
@@ -51,7 +62,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use async_filelock::{blocking, ErrorKind, FileLock, SoftFileLease, SoftFileLock};
+use async_filelock::{blocking, ErrorKind, FileLock, RwFileLock, SoftFileLease, SoftFileLock};
 use criterion::{criterion_group, Criterion};
 use futures_lite::future::block_on;
 
@@ -245,6 +256,91 @@ impl SoftLocks {
     fn lease_try(&self) {
         drop(black_box(self.lease.try_acquire().expect("try_acquire")));
     }
+}
+
+/// The floor of a shared OS lock: open, lock shared without waiting, unlock, close.
+fn raw_flock_shared_once(path: &Path) {
+    let file = open_rw(path);
+    file.try_lock_shared().expect("uncontended");
+    file.unlock().expect("unlock");
+    drop(black_box(file));
+}
+
+/// Reader/writer locks on their own paths, each acquired once so that every variant
+/// measures the steady state.
+struct RwLocks {
+    _dir: tempfile::TempDir,
+    raw: std::path::PathBuf,
+    raw_gate: std::path::PathBuf,
+    os: RwFileLock,
+    sync: blocking::RwFileLock,
+}
+
+impl RwLocks {
+    fn new() -> RwLocks {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let os = RwFileLock::new(dir.path().join("rw.db"));
+        drop(os.try_write().expect("first acquisition"));
+        RwLocks {
+            raw: dir.path().join("raw.db"),
+            raw_gate: dir.path().join("raw.db.gate"),
+            sync: blocking::RwFileLock::from(os.clone()),
+            os,
+            _dir: dir,
+        }
+    }
+
+    fn variants(&self) -> Vec<Batch<'_>> {
+        vec![
+            (
+                "rw/raw_flock_shared",
+                Box::new(|n| timed(n, || raw_flock_shared_once(&self.raw))),
+            ),
+            (
+                "rw/raw_gate_and_data",
+                Box::new(|n| {
+                    timed(n, || {
+                        raw_flock_shared_once(&self.raw_gate);
+                        raw_flock_shared_once(&self.raw);
+                    })
+                }),
+            ),
+            (
+                "rw/read_async_block_on",
+                Box::new(|n| timed(n, || drop(black_box(block_on(self.os.read()).unwrap())))),
+            ),
+            (
+                "rw/read_try",
+                Box::new(|n| timed(n, || drop(black_box(self.os.try_read().unwrap())))),
+            ),
+            (
+                "rw/read_sync",
+                Box::new(|n| timed(n, || drop(black_box(self.sync.read().unwrap())))),
+            ),
+            (
+                "rw/write_async_block_on",
+                Box::new(|n| timed(n, || drop(black_box(block_on(self.os.write()).unwrap())))),
+            ),
+            (
+                "rw/write_try",
+                Box::new(|n| timed(n, || drop(black_box(self.os.try_write().unwrap())))),
+            ),
+            (
+                "rw/write_sync",
+                Box::new(|n| timed(n, || drop(black_box(self.sync.write().unwrap())))),
+            ),
+        ]
+    }
+}
+
+fn rw(c: &mut Criterion) {
+    let locks = RwLocks::new();
+    let mut g = c.benchmark_group("rw");
+    for (name, run) in locks.variants() {
+        let id = name.trim_start_matches("rw/");
+        g.bench_function(id, |b| b.iter_custom(|n| run(n)));
+    }
+    g.finish();
 }
 
 fn soft(c: &mut Criterion) {
@@ -644,9 +740,12 @@ fn interleaved_all() {
         ),
     ];
     interleaved("soft", rounds, 100, &soft);
+
+    let locks = RwLocks::new();
+    interleaved("rw", rounds, 100, &locks.variants());
 }
 
-criterion_group!(benches, uncontended, contended_try, handoff, soft);
+criterion_group!(benches, uncontended, contended_try, handoff, soft, rw);
 
 fn main() {
     benches();

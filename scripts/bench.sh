@@ -5,15 +5,18 @@
 #   scripts/bench.sh uncontended/         # only IDs matching a filter
 #   BENCH_ARGS="--measurement-time 10" scripts/bench.sh
 #   scripts/bench.sh soft/                # soft locks and leases, then Python's for comparison
+#   scripts/bench.sh rw/                  # reader/writer locks (Python's ReadWriteLock and
+#                                         # SoftReadWriteLock are timed after)
 #
 # The bench prints Criterion's lines, the hand-off shares, and an interleaved measurement of
-# the uncontended, contended-try and soft variants (ratios to the group's raw loop taken
+# the uncontended, contended-try, soft and rw variants (ratios to the group's raw loop taken
 # round by round, so machine load cancels out; BENCH_INTERLEAVED_ROUNDS sets the rounds, 0
 # skips it). This script then tabulates the Criterion lines against the group's first
 # `raw_*` line and checks the target (uncontended library acquire + release within 1.5x of
 # raw_flock) on the interleaved ratios. Last, if python3 can import filelock (and
-# BENCH_PYTHON is not 0), it times Python's SoftFileLock and SoftFileLease with
-# scripts/bench_python_soft.py, to set against the soft/* lines.
+# BENCH_PYTHON is not 0), it times Python's SoftFileLock, SoftFileLease, ReadWriteLock and
+# SoftReadWriteLock with scripts/bench_python_soft.py, to set against the soft/* and rw/*
+# lines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -72,6 +75,6 @@ END { if (!found) print "(no interleaved results: was BENCH_INTERLEAVED_ROUNDS=0
 
 if [ "${BENCH_PYTHON:-1}" != 0 ] && python3 -c 'import filelock' 2>/dev/null; then
     echo
-    echo "=== Python filelock soft locks, for the soft/* lines (in us/op; the lines above are in ns)"
+    echo "=== Python filelock soft and read/write locks, for the soft/* and rw/* lines (in us/op; the lines above are in ns)"
     python3 scripts/bench_python_soft.py
 fi
