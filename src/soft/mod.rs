@@ -433,6 +433,14 @@ impl LockKind for Soft {
                 return Err(e);
             }
         };
+        // A holder that stalled past the duration between creating its marker and advancing
+        // the fence may have been taken over, and the successor's fence may be below ours:
+        // the fence counts only if the path still names our marker after advancing it.
+        let ours = held.marker.as_ref().expect("just acquired").id();
+        if !std::fs::symlink_metadata(path).is_ok_and(|m| sys::marker::id(&m) == ours) {
+            let _ = held.release();
+            return Ok(None);
+        }
         let claim = Arc::new(Claim::default());
         *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(claim.clone());
         let beat = Beat {
