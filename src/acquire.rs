@@ -136,11 +136,17 @@ struct Run<K: LockKind> {
     /// attempt that runs there.
     claim: K::Claim,
     /// An attempt running on the blocking pool, which hands the claim back with its outcome.
-    in_flight: Option<blocking::Task<(Result<Option<K::Held>, Error>, K::Claim)>>,
+    in_flight: Option<blocking::Task<Flight<K>>>,
     /// The deadline that cuts the in-flight attempt short: none for an attempt that started
     /// at or after the deadline (the last attempt is always allowed to finish).
     flight_deadline: Option<Instant>,
 }
+
+/// What an attempt on the blocking pool returns: its outcome, and the claim it borrowed.
+type Flight<K> = (
+    Result<Option<<K as LockKind>::Held>, Error>,
+    <K as LockKind>::Claim,
+);
 
 /// A pause between attempts, which a wake-up ends early.
 #[derive(Debug, Clone, Copy)]

@@ -18,6 +18,12 @@
 //! Soft locks are not re-entrant: asking again from the thread that holds one, without a time
 //! limit, is a [`Deadlock`](crate::ErrorKind::Deadlock) error rather than a hang.
 //!
+//! [`RwFileLock`] and [`SoftRwLock`] are the blocking twins of the reader/writer locks. A
+//! thread that holds one may ask again in the same mode (it joins its own hold); asking for
+//! the other mode (an upgrade or a downgrade) is a [`Deadlock`](crate::ErrorKind::Deadlock)
+//! error, as is asking without a time limit through another lock object for a path the
+//! thread holds.
+//!
 //! Do not call these methods from an async task: they block the thread. Use
 //! [`crate::FileLock`] there.
 //!
@@ -644,8 +650,11 @@ enum RwHeld<L: RwAsync> {
 /// guards share it.
 pub(crate) struct RwNest<L: RwAsync> {
     lock: L,
-    holds: Arc<Mutex<Vec<(ThreadId, RwHeld<L>, usize)>>>,
+    holds: Arc<Mutex<RwHolds<L>>>,
 }
+
+/// Per thread: its hold, and how many blocking guards share it.
+type RwHolds<L> = Vec<(ThreadId, RwHeld<L>, usize)>;
 
 impl<L: RwAsync> Clone for RwNest<L> {
     fn clone(&self) -> Self {
@@ -664,7 +673,7 @@ impl<L: RwAsync> RwNest<L> {
         }
     }
 
-    fn holds(&self) -> MutexGuard<'_, Vec<(ThreadId, RwHeld<L>, usize)>> {
+    fn holds(&self) -> MutexGuard<'_, RwHolds<L>> {
         self.holds.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -1005,3 +1014,86 @@ blocking_rw!(
     /// One level of a thread's write hold on a [`blocking::RwFileLock`](RwFileLock).
     RwWriteGuard
 );
+
+impl RwAsync for crate::SoftRwLock {
+    type Read = crate::SoftRwReadGuard;
+    type Write = crate::SoftRwWriteGuard;
+
+    fn path(&self) -> &Path {
+        crate::SoftRwLock::path(self)
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        crate::SoftRwLock::timeout(self)
+    }
+
+    fn queue(&self) -> Result<Arc<crate::local::Local>, Error> {
+        crate::SoftRwLock::queue(self)
+    }
+
+    fn read_inline(&self, limit: Limit) -> Result<Self::Read, Error> {
+        crate::SoftRwLock::read_inline(self, limit)
+    }
+
+    fn write_inline(&self, limit: Limit) -> Result<Self::Write, Error> {
+        crate::SoftRwLock::write_inline(self, limit)
+    }
+
+    fn release_read(guard: Self::Read) -> Result<(), Error> {
+        guard.release()
+    }
+
+    fn release_write(guard: Self::Write) -> Result<(), Error> {
+        guard.release()
+    }
+}
+
+blocking_rw!(
+    /// A [`crate::SoftRwLock`] for synchronous code. Each thread's hold is one member of
+    /// the lock, with its own heartbeat thread, whatever the nesting.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_filelock::blocking::SoftRwLock;
+    ///
+    /// # #[cfg(unix)] {
+    /// let lock = SoftRwLock::new(std::env::temp_dir().join("doc-blocking-soft-rw.lock"));
+    /// let w = lock.write()?;
+    /// println!("writing at generation {}", w.generation());
+    /// w.release()?;
+    /// # }
+    /// # Ok::<(), async_filelock::Error>(())
+    /// ```
+    SoftRwLock,
+    crate::SoftRwLock,
+    /// One level of a thread's read hold on a [`blocking::SoftRwLock`](SoftRwLock).
+    SoftRwReadGuard,
+    /// One level of a thread's write hold on a [`blocking::SoftRwLock`](SoftRwLock).
+    SoftRwWriteGuard
+);
+
+macro_rules! soft_rw_blocking_guard {
+    ($guard:ident) => {
+        impl $guard {
+            /// The generation the thread's hold was granted at (its fencing token).
+            pub fn generation(&self) -> u64 {
+                self.nest.with_held(self.thread, |held| match held {
+                    Ok(read) => read.generation(),
+                    Err(write) => write.generation(),
+                })
+            }
+
+            /// The loss of the thread's hold, once its heartbeat has seen one.
+            pub fn compromise(&self) -> Option<crate::LeaseCompromise> {
+                self.nest.with_held(self.thread, |held| match held {
+                    Ok(read) => read.compromise(),
+                    Err(write) => write.compromise(),
+                })
+            }
+        }
+    };
+}
+
+soft_rw_blocking_guard!(SoftRwReadGuard);
+soft_rw_blocking_guard!(SoftRwWriteGuard);

@@ -15,6 +15,8 @@
 //! - Soft locks for network file systems, on-disk compatible with Python filelock:
 //!   [`SoftFileLock`], [`SoftFileLease`] and [`StrictSoftFileLock`] (see
 //!   [Soft locks](#soft-locks)).
+//! - Reader/writer locks with writer preference: [`RwFileLock`] on the OS locks, and
+//!   [`SoftRwLock`] for network file systems (see [Reader/writer locks](#readerwriter-locks)).
 //!
 //! # Examples
 //!
@@ -81,6 +83,23 @@
 //! Trust boundary (as Python filelock states it): soft locks guard against other accounts
 //! only when the lock's directory and its parents are not writable by them, and not against
 //! hostile processes of the same user.
+//!
+//! # Reader/writer locks
+//!
+//! Readers share, a writer excludes everyone, and once a writer waits, new readers wait
+//! behind it, in every process, so a stream of readers cannot starve a writer.
+//!
+//! - [`RwFileLock`] takes `flock` shared and exclusive locks on the data file, and adds a
+//!   gate file (`<path>.gate`) that a waiting writer holds: readers pass only while no
+//!   writer waits.
+//! - [`SoftRwLock`] needs no OS locks: it runs Python filelock's `SoftReadWriteLock`
+//!   protocol (a log of generations under `<path>.rw/`, one heartbeat-refreshed record per
+//!   member, eviction of members whose record stopped changing), byte for byte, so Python
+//!   and Rust members share one lock. Each guard carries the generation it was granted at,
+//!   a fencing token.
+//!
+//! Both have [`blocking`] twins, which nest in the mode a thread holds and refuse to
+//! upgrade or downgrade ([`ErrorKind::Deadlock`]) instead of waiting for themselves.
 //!
 //! # Cancellation
 //!
@@ -163,8 +182,9 @@ pub use rw::{RwFileLock, RwFileLockBuilder, RwReadGuard, RwWriteGuard};
 pub use soft::record::OwnerMode;
 pub use soft::{
     ClaimState, CompromiseReason, LeaseCompromise, Owner, SoftFileLease, SoftFileLeaseBuilder,
-    SoftFileLeaseGuard, SoftFileLock, SoftFileLockBuilder, SoftFileLockGuard, StrictClaim,
-    StrictSoftFileLock, StrictSoftFileLockBuilder, StrictSoftFileLockGuard,
+    SoftFileLeaseGuard, SoftFileLock, SoftFileLockBuilder, SoftFileLockGuard, SoftRwLock,
+    SoftRwLockBuilder, SoftRwReadGuard, SoftRwWriteGuard, StrictClaim, StrictSoftFileLock,
+    StrictSoftFileLockBuilder, StrictSoftFileLockGuard,
 };
 
 /// The named futures returned by this crate's async methods.
@@ -172,6 +192,7 @@ pub mod futures {
     pub use crate::lock::Acquire;
     pub use crate::rw::{ReadAcquire, WriteAcquire};
     pub use crate::soft::{AcquireLease, AcquireSoft, AcquireStrict};
+    pub use crate::soft::{SoftReadAcquire, SoftWriteAcquire};
 }
 
 #[cfg(doctest)]

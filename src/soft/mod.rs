@@ -9,6 +9,7 @@ pub(crate) mod lease;
 pub(crate) mod marker;
 pub(crate) mod record;
 mod recover;
+pub(crate) mod rw;
 pub(crate) mod strict;
 mod strict_lock;
 
@@ -32,6 +33,10 @@ use crate::trace::debug;
 use crate::{sys, Backoff, Error};
 
 pub use lease::{CompromiseReason, LeaseCompromise};
+pub use rw::{
+    SoftReadAcquire, SoftRwLock, SoftRwLockBuilder, SoftRwReadGuard, SoftRwWriteGuard,
+    SoftWriteAcquire,
+};
 pub use strict::{ClaimState, StrictClaim};
 pub use strict_lock::{
     AcquireStrict, StrictSoftFileLock, StrictSoftFileLockBuilder, StrictSoftFileLockGuard,
