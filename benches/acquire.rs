@@ -62,7 +62,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use async_filelock::{blocking, ErrorKind, FileLock, RwFileLock, SoftFileLease, SoftFileLock};
+use async_filelock::{
+    blocking, ErrorKind, FileLock, RwFileLock, SoftFileLease, SoftFileLock, SoftRwLock,
+};
 use criterion::{criterion_group, Criterion};
 use futures_lite::future::block_on;
 
@@ -274,6 +276,7 @@ struct RwLocks {
     raw_gate: std::path::PathBuf,
     os: RwFileLock,
     sync: blocking::RwFileLock,
+    soft: SoftRwLock,
 }
 
 impl RwLocks {
@@ -281,7 +284,10 @@ impl RwLocks {
         let dir = tempfile::tempdir().expect("temp dir");
         let os = RwFileLock::new(dir.path().join("rw.db"));
         drop(os.try_write().expect("first acquisition"));
+        let soft = SoftRwLock::new(dir.path().join("soft-rw.lock"));
+        drop(soft.try_write().expect("first acquisition"));
         RwLocks {
+            soft,
             raw: dir.path().join("raw.db"),
             raw_gate: dir.path().join("raw.db.gate"),
             sync: blocking::RwFileLock::from(os.clone()),
@@ -329,6 +335,14 @@ impl RwLocks {
                 "rw/write_sync",
                 Box::new(|n| timed(n, || drop(black_box(self.sync.write().unwrap())))),
             ),
+            (
+                "rw/soft_read_async_block_on",
+                Box::new(|n| timed(n, || drop(black_box(block_on(self.soft.read()).unwrap())))),
+            ),
+            (
+                "rw/soft_write_async_block_on",
+                Box::new(|n| timed(n, || drop(black_box(block_on(self.soft.write()).unwrap())))),
+            ),
         ]
     }
 }
@@ -338,7 +352,7 @@ fn rw(c: &mut Criterion) {
     let mut g = c.benchmark_group("rw");
     for (name, run) in locks.variants() {
         let id = name.trim_start_matches("rw/");
-        g.bench_function(id, |b| b.iter_custom(|n| run(n)));
+        g.bench_function(id, |b| b.iter_custom(&run));
     }
     g.finish();
 }

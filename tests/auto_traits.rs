@@ -20,7 +20,8 @@ use async_filelock::{
     FileLockBuilder, FileLockGuard, LeaseCompromise, Owner, OwnerMode, RwFileLock,
     RwFileLockBuilder, RwReadGuard, RwWriteGuard, SoftFallback, SoftFileLease,
     SoftFileLeaseBuilder, SoftFileLeaseGuard, SoftFileLock, SoftFileLockBuilder, SoftFileLockGuard,
-    StrictClaim, StrictSoftFileLock, StrictSoftFileLockBuilder, StrictSoftFileLockGuard,
+    SoftRwLock, SoftRwLockBuilder, SoftRwReadGuard, SoftRwWriteGuard, StrictClaim,
+    StrictSoftFileLock, StrictSoftFileLockBuilder, StrictSoftFileLockGuard,
 };
 
 fn require_send<T: Send>(_: &T) {}
@@ -136,6 +137,15 @@ assert_value!(async_filelock::futures::WriteAcquire: Send & Sync & Unpin);
 assert_value!(blocking::RwFileLock: Send & Sync & Unpin);
 assert_value!(blocking::RwReadGuard: !Send & !Sync & Unpin);
 assert_value!(blocking::RwWriteGuard: !Send & !Sync & Unpin);
+assert_value!(SoftRwLock: Send & Sync & Unpin);
+assert_value!(SoftRwLockBuilder: Send & Sync & Unpin);
+assert_value!(SoftRwReadGuard: Send & Sync & Unpin);
+assert_value!(SoftRwWriteGuard: Send & Sync & Unpin);
+assert_value!(async_filelock::futures::SoftReadAcquire: Send & Sync & Unpin);
+assert_value!(async_filelock::futures::SoftWriteAcquire: Send & Sync & Unpin);
+assert_value!(blocking::SoftRwLock: Send & Sync & Unpin);
+assert_value!(blocking::SoftRwReadGuard: !Send & !Sync & Unpin);
+assert_value!(blocking::SoftRwWriteGuard: !Send & !Sync & Unpin);
 assert_value!(blocking::StrictSoftFileLock: Send & Sync & Unpin);
 assert_value!(blocking::StrictSoftFileLockGuard: !Send & !Sync & Unpin);
 

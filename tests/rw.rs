@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use async_filelock::{blocking, ErrorKind, FileLock, RwFileLock};
+use async_filelock::{blocking, ErrorKind, FileLock, RwFileLock, SoftRwLock};
 use futures_lite::future::poll_once;
 
 use common::{lock_path, tmp, RUNTIMES};
@@ -27,7 +27,10 @@ fn readers_share_and_writers_exclude() {
     assert_eq!(lock.try_write().unwrap_err().kind(), ErrorKind::WouldBlock);
     w.release().unwrap();
     drop(lock.try_write().unwrap());
-    assert!(lock.gate_path().exists(), "the gate is kept, like the data file");
+    assert!(
+        lock.gate_path().exists(),
+        "the gate is kept, like the data file"
+    );
 }
 
 /// A writer waiting behind a reader holds back readers that arrive after it, and gets in
@@ -41,7 +44,10 @@ fn a_waiting_writer_goes_ahead_of_new_readers() {
             let lock = RwFileLock::new(&path);
             let first = lock.read().await.unwrap();
             let mut write = lock.write();
-            assert!(poll_once(&mut write).await.is_none(), "{rt:?}: a reader is in");
+            assert!(
+                poll_once(&mut write).await.is_none(),
+                "{rt:?}: a reader is in"
+            );
             assert_eq!(
                 lock.try_read().unwrap_err().kind(),
                 ErrorKind::WouldBlock,
@@ -126,7 +132,9 @@ fn blocking_nests_and_refuses_upgrades() {
     assert_eq!(lock.held_by_this_thread(), None);
 
     let w1 = lock.write().unwrap();
-    let w2 = lock.write().expect("a second write joins the thread's hold");
+    let w2 = lock
+        .write()
+        .expect("a second write joins the thread's hold");
     let err = lock.read().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Deadlock);
     assert!(err.to_string().contains("downgrad"), "{err}");
@@ -150,7 +158,9 @@ fn blocking_detects_waiting_for_itself() {
     let held = a.write().unwrap();
     assert_eq!(b.read().unwrap_err().kind(), ErrorKind::Deadlock);
     assert_eq!(
-        b.read_timeout(Duration::from_millis(20)).unwrap_err().kind(),
+        b.read_timeout(Duration::from_millis(20))
+            .unwrap_err()
+            .kind(),
         ErrorKind::Timeout
     );
     // A FileLock on the same path shares the in-process state, so it is refused too.
@@ -168,7 +178,11 @@ fn plain_file_lock_on_the_data_file() {
     let rw = RwFileLock::new(&path);
     let plain = FileLock::new(&path);
     let r = rw.try_read().unwrap();
-    drop(plain.try_acquire_shared().expect("shared alongside a reader"));
+    drop(
+        plain
+            .try_acquire_shared()
+            .expect("shared alongside a reader"),
+    );
     assert_eq!(
         plain.try_acquire().unwrap_err().kind(),
         ErrorKind::WouldBlock
@@ -212,4 +226,138 @@ fn mode_applies_to_both_files() {
         let mode = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{p:?}");
     }
+}
+
+fn soft(path: &std::path::Path) -> SoftRwLock {
+    SoftRwLock::builder(path)
+        .heartbeat_interval(Duration::from_millis(100))
+        .stale_threshold(Duration::from_millis(400))
+        .build()
+        .unwrap()
+}
+
+/// The soft lock in one process: readers share, writers exclude, a refused writer commits
+/// itself out, generations strictly increase, and nothing is left in the tree afterwards.
+#[test]
+#[cfg(unix)] // Windows: see the crate's notes on file identity under Wine.
+fn soft_readers_share_and_writers_exclude() {
+    let dir = tmp();
+    let path = lock_path(&dir, "data.lock");
+    let lock = soft(&path);
+    let a = lock.try_read().unwrap();
+    let b = lock.try_read().unwrap();
+    assert!(b.generation() > a.generation());
+    assert_eq!(lock.try_write().unwrap_err().kind(), ErrorKind::WouldBlock);
+    let c = lock.try_read().expect("a refused writer leaves no claim");
+    drop((a, b, c));
+    let w = lock.try_write().unwrap();
+    assert_eq!(lock.try_read().unwrap_err().kind(), ErrorKind::WouldBlock);
+    assert!(w.compromise().is_none());
+    assert_eq!(w.token().len(), 32);
+    let g = w.generation();
+    w.release().unwrap();
+    let r = lock.try_read().unwrap();
+    assert!(r.generation() > g);
+    drop(r);
+    assert!(!path.exists(), "the lock path itself is never created");
+    let holders = std::fs::read_dir(dir.path().join("data.lock.rw/holders")).unwrap();
+    assert_eq!(holders.count(), 0, "every member removed its record");
+    assert!(lock.compromise().is_none());
+}
+
+/// A waiting soft writer keeps new readers out, under every runtime, and its cancellation
+/// lets them in.
+#[test]
+#[cfg(unix)]
+fn soft_waiting_writer_goes_first_and_cancels_cleanly() {
+    for rt in RUNTIMES {
+        let dir = tmp();
+        let path = lock_path(&dir, "data.lock");
+        rt.run(async move {
+            let lock = soft(&path);
+            let first = lock.read().await.unwrap();
+            let mut write = lock.write();
+            assert!(poll_once(&mut write).await.is_none());
+            // A reader through another lock object (its own queue position is behind the
+            // writer anyway), and through the log: the waiting writer is named there.
+            let other = soft(&path);
+            assert_eq!(other.try_read().unwrap_err().kind(), ErrorKind::WouldBlock);
+            drop(write);
+            let r = other.read().timeout(Duration::from_secs(5)).await;
+            drop(r.expect("the cancelled writer committed itself out"));
+            let w = lock.write();
+            drop(first);
+            drop(w.timeout(Duration::from_secs(5)).await.unwrap());
+        });
+    }
+}
+
+/// Options are checked with Python's wording.
+#[test]
+fn soft_options_are_checked() {
+    let err = SoftRwLock::builder("x.lock")
+        .heartbeat_interval(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(
+        err.to_string()
+            .contains("heartbeat_interval must be positive"),
+        "{err}"
+    );
+    let err = SoftRwLock::builder("x.lock")
+        .heartbeat_interval(Duration::from_secs(2))
+        .stale_threshold(Duration::from_secs(2))
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("stale_threshold must exceed heartbeat_interval"),
+        "{err}"
+    );
+    let err = SoftRwLock::builder("x.lock")
+        .heartbeat_interval(Duration::from_millis(10))
+        .stale_threshold(Duration::from_millis(30))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("longest pause"), "{err}");
+    let lock = SoftRwLock::new("x.lock");
+    assert_eq!(lock.heartbeat_interval(), Duration::from_secs(30));
+    assert_eq!(lock.stale_threshold(), Duration::from_secs(90));
+}
+
+/// The blocking soft twin nests per thread and refuses upgrades; its guards expose the
+/// generation.
+#[test]
+#[cfg(unix)]
+fn soft_blocking_nests_and_refuses_upgrades() {
+    let dir = tmp();
+    let lock = blocking::SoftRwLock::from(soft(&lock_path(&dir, "data.lock")));
+    let r1 = lock.read().unwrap();
+    let r2 = lock.read().unwrap();
+    assert_eq!(r1.generation(), r2.generation(), "one member per thread");
+    assert_eq!(lock.write().unwrap_err().kind(), ErrorKind::Deadlock);
+    drop((r1, r2));
+    let w = lock.write().unwrap();
+    assert_eq!(lock.read().unwrap_err().kind(), ErrorKind::Deadlock);
+    assert!(w.compromise().is_none());
+    w.release().unwrap();
+}
+
+/// A symbolic link where the protocol directory should be is refused, naming the path.
+#[test]
+#[cfg(unix)]
+fn soft_refuses_a_symlinked_tree() {
+    let dir = tmp();
+    let path = lock_path(&dir, "data.lock");
+    let elsewhere = lock_path(&dir, "elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, lock_path(&dir, "data.lock.rw")).unwrap();
+    let err = soft(&path).try_read().unwrap_err();
+    assert!(err.to_string().contains("data.lock"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(&elsewhere).unwrap().count(),
+        0,
+        "nothing was written through the link"
+    );
 }

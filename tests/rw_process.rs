@@ -1,7 +1,9 @@
 //! Reader/writer locks across processes: the test binary re-executes itself as workers that
-//! read and write under an [`RwFileLock`] (and its blocking twin), each worker with its own
-//! way of taking the lock: tokio current-thread, tokio multi-thread, smol,
-//! `futures_lite::future::block_on`, or the `blocking` wrapper.
+//! read and write under an [`RwFileLock`] or a [`SoftRwLock`] (and their blocking twins),
+//! each worker with its own way of taking the lock: tokio current-thread, tokio
+//! multi-thread, smol, `futures_lite::future::block_on`, or the `blocking` wrapper. Every
+//! scenario runs for both kinds; the soft lock runs with a 100 ms heartbeat and a 400 ms
+//! stale threshold.
 //!
 //! Every hold is logged to one file opened with `O_APPEND`: a `begin` line written right after
 //! acquiring and an `end` line right before releasing. The kernel orders appends, so the log's
@@ -12,6 +14,8 @@
 #[macro_use]
 mod child;
 mod common;
+#[path = "common/python.rs"]
+mod python;
 
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
@@ -19,9 +23,9 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use async_filelock::{blocking, ErrorKind, RwFileLock};
+use async_filelock::{blocking, ErrorKind, RwFileLock, SoftRwLock};
 
 use child::{arg, flag, read_line, say, Mode, Proc, MODES, ROLE_VAR};
 use common::{lock_path, tmp, Runtime};
@@ -36,6 +40,7 @@ fn child_entry() {
         "work" => work(),
         "hold" => hold(),
         "try" => attempt(),
+        "stall" => stall(),
         other => panic!("unknown child role {other:?}"),
     }
 }
@@ -79,12 +84,54 @@ fn log_line(log: &Path, line: &str) {
         .expect("append to the hold log");
 }
 
-/// A hold, from either API.
+/// Which reader/writer lock a scenario runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Os,
+    Soft,
+}
+
+const KINDS: [Kind; 2] = [Kind::Os, Kind::Soft];
+
+/// The soft lock's timing in these tests.
+const HEARTBEAT: Duration = Duration::from_millis(100);
+const STALE: Duration = Duration::from_millis(400);
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Os => "os",
+            Kind::Soft => "soft",
+        }
+    }
+
+    fn from_name(name: &str) -> Kind {
+        match name {
+            "os" => Kind::Os,
+            "soft" => Kind::Soft,
+            other => panic!("unknown kind {other:?}"),
+        }
+    }
+}
+
+fn soft_lock(path: &Path) -> SoftRwLock {
+    SoftRwLock::builder(path)
+        .heartbeat_interval(HEARTBEAT)
+        .stale_threshold(STALE)
+        .build()
+        .expect("valid options")
+}
+
+/// A hold, from either API of either kind.
 enum Held {
     Read(async_filelock::RwReadGuard),
     Write(async_filelock::RwWriteGuard),
     BlockingRead(blocking::RwReadGuard),
     BlockingWrite(blocking::RwWriteGuard),
+    SoftRead(async_filelock::SoftRwReadGuard),
+    SoftWrite(async_filelock::SoftRwWriteGuard),
+    SoftBlockingRead(blocking::SoftRwReadGuard),
+    SoftBlockingWrite(blocking::SoftRwWriteGuard),
 }
 
 impl Held {
@@ -94,22 +141,40 @@ impl Held {
             Held::Write(g) => g.release(),
             Held::BlockingRead(g) => g.release(),
             Held::BlockingWrite(g) => g.release(),
+            Held::SoftRead(g) => g.release(),
+            Held::SoftWrite(g) => g.release(),
+            Held::SoftBlockingRead(g) => g.release(),
+            Held::SoftBlockingWrite(g) => g.release(),
         }
         .expect("release");
+    }
+
+    /// The soft lock's fencing token.
+    fn generation(&self) -> Option<u64> {
+        match self {
+            Held::SoftRead(g) => Some(g.generation()),
+            Held::SoftWrite(g) => Some(g.generation()),
+            Held::SoftBlockingRead(g) => Some(g.generation()),
+            Held::SoftBlockingWrite(g) => Some(g.generation()),
+            _ => None,
+        }
     }
 }
 
 /// How a child takes the lock: one executor (kept for the child's life) or the blocking
-/// wrapper.
+/// wrapper, on one kind of lock.
 struct Taker {
     mode: Mode,
+    kind: Kind,
     tokio: Option<tokio::runtime::Runtime>,
-    lock: RwFileLock,
-    sync: blocking::RwFileLock,
+    os: RwFileLock,
+    os_sync: blocking::RwFileLock,
+    soft: SoftRwLock,
+    soft_sync: blocking::SoftRwLock,
 }
 
 impl Taker {
-    fn new(mode: Mode, path: &Path) -> Taker {
+    fn new(kind: Kind, mode: Mode, path: &Path) -> Taker {
         let tokio = match mode {
             Mode::Async(Runtime::TokioCurrentThread) => Some(
                 tokio::runtime::Builder::new_current_thread()
@@ -124,13 +189,26 @@ impl Taker {
             ),
             _ => None,
         };
-        let lock = RwFileLock::new(path);
+        let os = RwFileLock::new(path);
+        let soft = soft_lock(path);
         Taker {
             mode,
+            kind,
             tokio,
-            sync: blocking::RwFileLock::from(lock.clone()),
-            lock,
+            os_sync: blocking::RwFileLock::from(os.clone()),
+            os,
+            soft_sync: blocking::SoftRwLock::from(soft.clone()),
+            soft,
         }
+    }
+
+    /// A child's taker, from its LOCK, KIND and MODE.
+    fn from_args() -> Taker {
+        Taker::new(
+            Kind::from_name(&arg("kind")),
+            Mode::from_name(&arg("mode")),
+            Path::new(&arg("lock")),
+        )
     }
 
     fn run<F: std::future::Future>(&self, f: F) -> F::Output {
@@ -142,20 +220,36 @@ impl Taker {
     }
 
     fn take(&self, write: bool) -> Held {
-        match (self.mode, write) {
-            (Mode::Blocking, false) => Held::BlockingRead(self.sync.read().expect("read")),
-            (Mode::Blocking, true) => Held::BlockingWrite(self.sync.write().expect("write")),
-            (_, false) => Held::Read(self.run(self.lock.read()).expect("read")),
-            (_, true) => Held::Write(self.run(self.lock.write()).expect("write")),
+        let blocking = self.mode == Mode::Blocking;
+        match (self.kind, blocking, write) {
+            (Kind::Os, true, false) => Held::BlockingRead(self.os_sync.read().expect("read")),
+            (Kind::Os, true, true) => Held::BlockingWrite(self.os_sync.write().expect("write")),
+            (Kind::Os, false, false) => Held::Read(self.run(self.os.read()).expect("read")),
+            (Kind::Os, false, true) => Held::Write(self.run(self.os.write()).expect("write")),
+            (Kind::Soft, true, false) => {
+                Held::SoftBlockingRead(self.soft_sync.read().expect("read"))
+            }
+            (Kind::Soft, true, true) => {
+                Held::SoftBlockingWrite(self.soft_sync.write().expect("write"))
+            }
+            (Kind::Soft, false, false) => Held::SoftRead(self.run(self.soft.read()).expect("read")),
+            (Kind::Soft, false, true) => {
+                Held::SoftWrite(self.run(self.soft.write()).expect("write"))
+            }
         }
     }
 
     fn try_take(&self, write: bool) -> Result<Held, async_filelock::Error> {
-        match (self.mode, write) {
-            (Mode::Blocking, false) => self.sync.try_read().map(Held::BlockingRead),
-            (Mode::Blocking, true) => self.sync.try_write().map(Held::BlockingWrite),
-            (_, false) => self.lock.try_read().map(Held::Read),
-            (_, true) => self.lock.try_write().map(Held::Write),
+        let blocking = self.mode == Mode::Blocking;
+        match (self.kind, blocking, write) {
+            (Kind::Os, true, false) => self.os_sync.try_read().map(Held::BlockingRead),
+            (Kind::Os, true, true) => self.os_sync.try_write().map(Held::BlockingWrite),
+            (Kind::Os, false, false) => self.os.try_read().map(Held::Read),
+            (Kind::Os, false, true) => self.os.try_write().map(Held::Write),
+            (Kind::Soft, true, false) => self.soft_sync.try_read().map(Held::SoftBlockingRead),
+            (Kind::Soft, true, true) => self.soft_sync.try_write().map(Held::SoftBlockingWrite),
+            (Kind::Soft, false, false) => self.soft.try_read().map(Held::SoftRead),
+            (Kind::Soft, false, true) => self.soft.try_write().map(Held::SoftWrite),
         }
     }
 }
@@ -166,17 +260,21 @@ fn logged_hold(taker: &Taker, log: &Path, write: bool, hold: Duration) {
     let what = if write { "W" } else { "R" };
     let asked = now_ns();
     let held = taker.take(write);
-    log_line(log, &format!("{pid} {what} begin {} {asked}", now_ns()));
+    let generation = held.generation().unwrap_or(0);
+    log_line(
+        log,
+        &format!("{pid} {what} begin {} {asked} {generation}", now_ns()),
+    );
     std::thread::sleep(hold);
     log_line(log, &format!("{pid} {what} end {}", now_ns()));
     held.release();
 }
 
-/// Role `work` (LOCK, LOG, MODE, OPS, HOLD_MS): prints READY, waits for GO, then for each
+/// Role `work` (LOCK, KIND, LOG, MODE, OPS, HOLD_MS): prints READY, waits for GO, then for each
 /// character of OPS (`r` or `w`) makes one logged hold, and prints DONE. With STREAM set, it
 /// repeats OPS until its stdin says STOP.
 fn work() {
-    let taker = Taker::new(Mode::from_name(&arg("mode")), Path::new(&arg("lock")));
+    let taker = Taker::from_args();
     let log = arg("log");
     let ops = arg("ops");
     let hold = Duration::from_millis(arg("hold_ms").parse().unwrap());
@@ -202,10 +300,10 @@ fn work() {
     say("DONE");
 }
 
-/// Role `hold` (LOCK, MODE, WRITE): acquires, prints HELD, waits for a line, releases,
+/// Role `hold` (LOCK, KIND, MODE, WRITE): acquires, prints HELD, waits for a line, releases,
 /// prints RELEASED.
 fn hold() {
-    let taker = Taker::new(Mode::from_name(&arg("mode")), Path::new(&arg("lock")));
+    let taker = Taker::from_args();
     let held = taker.take(flag("write"));
     say("HELD");
     read_line();
@@ -213,9 +311,31 @@ fn hold() {
     say("RELEASED");
 }
 
-/// Role `try` (LOCK, MODE, WRITE): one attempt; prints ACQUIRED or WOULDBLOCK.
+/// Role `stall` (LOCK): holds a soft write lock; prints HELD, then LOST and the reason
+/// when its heartbeat reports the hold lost; waits for a line, releases, prints RELEASED.
+fn stall() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let lock = SoftRwLock::builder(arg("lock"))
+        .heartbeat_interval(HEARTBEAT)
+        .stale_threshold(STALE)
+        .on_compromise(move |c| {
+            let _ = tx.send(c.reason());
+        })
+        .build()
+        .unwrap();
+    let held = futures_lite::future::block_on(lock.write()).expect("write");
+    say("HELD");
+    let reason = rx.recv().expect("a loss is reported");
+    assert_eq!(held.compromise().map(|c| c.reason()), Some(reason));
+    say(&format!("LOST {reason}"));
+    read_line();
+    held.release().expect("release");
+    say("RELEASED");
+}
+
+/// Role `try` (LOCK, KIND, MODE, WRITE): one attempt; prints ACQUIRED or WOULDBLOCK.
 fn attempt() {
-    let taker = Taker::new(Mode::from_name(&arg("mode")), Path::new(&arg("lock")));
+    let taker = Taker::from_args();
     match taker.try_take(flag("write")) {
         Ok(held) => {
             say("ACQUIRED");
@@ -237,10 +357,19 @@ fn bit(b: bool) -> &'static str {
     }
 }
 
-fn worker(lock: &Path, log: &Path, mode: Mode, ops: &str, hold_ms: u64, stream: bool) -> Proc {
+fn worker(
+    kind: Kind,
+    lock: &Path,
+    log: &Path,
+    mode: Mode,
+    ops: &str,
+    hold_ms: u64,
+    stream: bool,
+) -> Proc {
     let mut c = Proc::child(
         "work",
         &[
+            ("kind", &kind.name()),
             ("lock", &lock),
             ("log", &log),
             ("mode", &mode.name()),
@@ -253,23 +382,28 @@ fn worker(lock: &Path, log: &Path, mode: Mode, ops: &str, hold_ms: u64, stream: 
     c
 }
 
-fn holder(lock: &Path, mode: Mode, write: bool) -> Proc {
+/// A child that takes the lock; `wait_held`: until it says HELD.
+fn holder(kind: Kind, lock: &Path, mode: Mode, write: bool, wait_held: bool) -> Proc {
     let mut c = Proc::child(
         "hold",
         &[
+            ("kind", &kind.name()),
             ("lock", &lock),
             ("mode", &mode.name()),
             ("write", &bit(write)),
         ],
     );
-    c.expect("HELD");
+    if wait_held {
+        c.expect("HELD");
+    }
     c
 }
 
-fn probe(lock: &Path, mode: Mode, write: bool) -> String {
+fn probe(kind: Kind, lock: &Path, mode: Mode, write: bool) -> String {
     let mut c = Proc::child(
         "try",
         &[
+            ("kind", &kind.name()),
             ("lock", &lock),
             ("mode", &mode.name()),
             ("write", &bit(write)),
@@ -278,6 +412,19 @@ fn probe(lock: &Path, mode: Mode, write: bool) -> String {
     let line = c.next_line();
     c.wait_success();
     line
+}
+
+/// Probes until the answer is `want`, for at most [`child::PROMPT`]; returns how long it took.
+fn probe_until(kind: Kind, lock: &Path, write: bool, want: &str) -> Duration {
+    let start = Instant::now();
+    while probe(kind, lock, Mode::Async(Runtime::BlockOn), write) != want {
+        assert!(
+            start.elapsed() < child::PROMPT,
+            "{kind:?}: never {want} for write={write}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    start.elapsed()
 }
 
 /// One hold from the log.
@@ -291,11 +438,13 @@ struct Span {
     end: usize,
     asked_ns: u128,
     begin_ns: u128,
+    /// The soft lock's generation (0 for the OS lock).
+    generation: u64,
 }
 
 /// Parses the log into holds, checking every hold that began also ended.
 fn spans(log: &str) -> Vec<Span> {
-    let mut open: HashMap<u32, (bool, usize, u128, u128)> = HashMap::new();
+    let mut open: HashMap<u32, Span> = HashMap::new();
     let mut out = Vec::new();
     for (i, line) in log.lines().enumerate() {
         let f: Vec<&str> = line.split(' ').collect();
@@ -303,34 +452,34 @@ fn spans(log: &str) -> Vec<Span> {
         let write = f[1] == "W";
         match f[2] {
             "begin" => {
-                let prev = open.insert(
+                let span = Span {
                     pid,
-                    (write, i, f[3].parse().unwrap(), f[4].parse().unwrap()),
-                );
+                    write,
+                    begin: i,
+                    end: usize::MAX,
+                    begin_ns: f[3].parse().unwrap(),
+                    asked_ns: f[4].parse().unwrap(),
+                    generation: f[5].parse().unwrap(),
+                };
+                let prev = open.insert(pid, span);
                 assert!(prev.is_none(), "pid {pid} began twice: line {i}");
             }
             "end" => {
-                let (w, begin, begin_ns, asked_ns) =
-                    open.remove(&pid).expect("an end follows a begin");
-                assert_eq!(w, write);
-                out.push(Span {
-                    pid,
-                    write,
-                    begin,
-                    end: i,
-                    asked_ns,
-                    begin_ns,
-                });
+                let mut span = open.remove(&pid).expect("an end follows a begin");
+                assert_eq!(span.write, write);
+                span.end = i;
+                out.push(span);
             }
             other => panic!("bad log line {line:?} ({other})"),
         }
     }
-    assert!(open.is_empty(), "holds without an end: {open:?}");
+    assert!(open.is_empty(), "holds without an end: {:?}", open.values());
     out
 }
 
-/// Checks that no writer overlapped anyone; returns how many pairs of readers overlapped.
-fn check_exclusion(spans: &[Span]) -> usize {
+/// Checks that no writer overlapped anyone, and that soft generations grow with admission
+/// order; returns how many pairs of readers overlapped.
+fn check_exclusion(kind: Kind, spans: &[Span]) -> usize {
     let mut reader_overlaps = 0;
     for (i, a) in spans.iter().enumerate() {
         for b in &spans[i + 1..] {
@@ -342,6 +491,14 @@ fn check_exclusion(spans: &[Span]) -> usize {
                 );
                 reader_overlaps += 1;
             }
+            if kind == Kind::Soft && (a.write || b.write) {
+                // A writer's generation fences every hold before and after it.
+                let (first, then) = if a.begin < b.begin { (a, b) } else { (b, a) };
+                assert!(
+                    first.generation < then.generation,
+                    "generations do not follow admissions: {first:?} then {then:?}"
+                );
+            }
         }
     }
     reader_overlaps
@@ -351,80 +508,87 @@ fn check_exclusion(spans: &[Span]) -> usize {
 /// overlap, writers overlap no one, and every hold ends.
 #[test]
 fn mixed_readers_and_writers_under_every_mode() {
-    let dir = tmp();
-    let lock = lock_path(&dir, "data.db");
-    let log = lock_path(&dir, "holds.log");
-    let mut workers: Vec<Proc> = MODES
-        .iter()
-        .map(|&mode| worker(&lock, &log, mode, "rrrwrrrrwr", 4, false))
-        .collect();
-    for w in &mut workers {
-        w.send("GO");
+    for kind in KINDS {
+        let dir = tmp();
+        let lock = lock_path(&dir, "data.db");
+        let log = lock_path(&dir, "holds.log");
+        let mut workers: Vec<Proc> = MODES
+            .iter()
+            .map(|&mode| worker(kind, &lock, &log, mode, "rrrwrrrrwr", 4, false))
+            .collect();
+        for w in &mut workers {
+            w.send("GO");
+        }
+        for w in &mut workers {
+            w.expect("DONE");
+            w.wait_success();
+        }
+        let spans = spans(&fs::read_to_string(&log).unwrap());
+        assert_eq!(spans.len(), MODES.len() * 10);
+        assert_eq!(spans.iter().filter(|s| s.write).count(), MODES.len() * 2);
+        let overlaps = check_exclusion(kind, &spans);
+        eprintln!(
+            "{kind:?}: {} holds, {overlaps} overlapping reader pairs",
+            spans.len()
+        );
+        assert!(
+            overlaps > 0,
+            "{kind:?}: readers never overlapped: {spans:?}"
+        );
     }
-    for w in &mut workers {
-        w.expect("DONE");
-        w.wait_success();
-    }
-    let spans = spans(&fs::read_to_string(&log).unwrap());
-    assert_eq!(spans.len(), MODES.len() * 10);
-    assert_eq!(spans.iter().filter(|s| s.write).count(), MODES.len() * 2);
-    let overlaps = check_exclusion(&spans);
-    eprintln!("{} holds, {overlaps} overlapping reader pairs", spans.len());
-    assert!(overlaps > 0, "readers never overlapped: {spans:?}");
 }
 
 /// Three processes keep the lock read without a gap (each re-reads at once, and their holds
 /// overlap); a writer arriving in the middle of that stream still gets in, and promptly.
 #[test]
 fn a_writer_is_not_starved_by_continuous_readers() {
-    for mode in [Mode::Async(Runtime::Smol), Mode::Blocking] {
-        let dir = tmp();
-        let lock = lock_path(&dir, "data.db");
-        let log = lock_path(&dir, "holds.log");
-        let readers_mode = [
-            Mode::Async(Runtime::TokioMultiThread),
-            Mode::Async(Runtime::TokioCurrentThread),
-            Mode::Blocking,
-        ];
-        let mut readers: Vec<Proc> = readers_mode
-            .iter()
-            .map(|&m| worker(&lock, &log, m, "r", 30, true))
-            .collect();
-        for r in &mut readers {
-            r.send("GO");
+    for kind in KINDS {
+        for mode in [Mode::Async(Runtime::Smol), Mode::Blocking] {
+            let dir = tmp();
+            let lock = lock_path(&dir, "data.db");
+            let log = lock_path(&dir, "holds.log");
+            let readers_mode = [
+                Mode::Async(Runtime::TokioMultiThread),
+                Mode::Async(Runtime::TokioCurrentThread),
+                Mode::Blocking,
+            ];
+            let mut readers: Vec<Proc> = readers_mode
+                .iter()
+                .map(|&m| worker(kind, &lock, &log, m, "r", 30, true))
+                .collect();
+            for r in &mut readers {
+                r.send("GO");
+            }
+            // Let the stream establish itself: every reader has held at least once.
+            let t = Instant::now();
+            while spans_so_far(&log) < 6 {
+                assert!(t.elapsed() < child::PROMPT, "readers did not start");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let mut writer = worker(kind, &lock, &log, mode, "w", 5, false);
+            writer.send("GO");
+            writer.expect("DONE");
+            writer.wait_success();
+            for r in &mut readers {
+                r.send("STOP");
+            }
+            for r in &mut readers {
+                r.expect("DONE");
+                r.wait_success();
+            }
+            let spans = spans(&fs::read_to_string(&log).unwrap());
+            check_exclusion(kind, &spans);
+            let w = spans.iter().find(|s| s.write).expect("the writer held");
+            let waited = Duration::from_nanos((w.begin_ns - w.asked_ns) as u64);
+            let after = spans.iter().filter(|s| s.begin > w.end).count();
+            eprintln!(
+                "{kind:?} {mode:?}: the writer waited {waited:?} behind readers; {after} reads followed it"
+            );
+            assert!(after > 0, "the readers kept going after the writer");
+            // Readers hold 30 ms; once the writer waits no new reader starts, so it waits
+            // for the readers inside plus backoff. A starved writer waits until STOP.
+            assert!(waited < child::PROMPT, "the writer waited {waited:?}");
         }
-        // Let the stream establish itself: every reader has held at least once.
-        let t = std::time::Instant::now();
-        while spans_so_far(&log) < 6 {
-            assert!(t.elapsed() < child::PROMPT, "readers did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let mut writer = worker(&lock, &log, mode, "w", 5, false);
-        writer.send("GO");
-        writer.expect("DONE");
-        writer.wait_success();
-        for r in &mut readers {
-            r.send("STOP");
-        }
-        for r in &mut readers {
-            r.expect("DONE");
-            r.wait_success();
-        }
-        let spans = spans(&fs::read_to_string(&log).unwrap());
-        check_exclusion(&spans);
-        let w = spans.iter().find(|s| s.write).expect("the writer held");
-        let waited = Duration::from_nanos((w.begin_ns - w.asked_ns) as u64);
-        let after = spans.iter().filter(|s| s.begin > w.end).count();
-        eprintln!(
-            "{mode:?}: the writer waited {waited:?} behind readers; {after} reads followed it"
-        );
-        assert!(after > 0, "the readers kept going after the writer");
-        // Readers hold 30 ms; once the writer waits no new reader starts, so it waits for
-        // at most the readers inside plus backoff. A starved writer would wait until STOP.
-        assert!(
-            waited < child::PROMPT,
-            "the writer waited {waited:?} behind the readers"
-        );
     }
 }
 
@@ -438,85 +602,316 @@ fn spans_so_far(log: &Path) -> usize {
 /// A waiting writer keeps new readers out; dropping its future lets them in at once.
 #[test]
 fn cancelling_a_waiting_writer_lets_readers_in() {
-    for runtime in [Runtime::TokioCurrentThread, Runtime::Smol] {
-        let dir = tmp();
-        let lock = lock_path(&dir, "data.db");
-        let mut reader = holder(&lock, Mode::Blocking, false);
-        assert_eq!(probe(&lock, Mode::Blocking, false), "ACQUIRED");
-        let path = lock.clone();
-        runtime.run(async move {
-            let lock = RwFileLock::new(&path);
-            let mut write = lock.write();
-            // The writer takes the gate at its first attempt (on the blocking pool, where
-            // attempts run there) and finds the reader inside; from then on, new readers
-            // are refused.
-            let start = std::time::Instant::now();
-            loop {
-                assert!(futures_lite::future::poll_once(&mut write).await.is_none());
-                let p = path.clone();
-                if ::blocking::unblock(move || probe(&p, Mode::Blocking, false)).await
-                    == "WOULDBLOCK"
-                {
-                    break;
+    for kind in KINDS {
+        for runtime in [Runtime::TokioCurrentThread, Runtime::Smol] {
+            let dir = tmp();
+            let lock = lock_path(&dir, "data.db");
+            let mut reader = holder(kind, &lock, Mode::Blocking, false, true);
+            assert_eq!(probe(kind, &lock, Mode::Blocking, false), "ACQUIRED");
+            let path = lock.clone();
+            runtime.run(async move {
+                let mut write = match kind {
+                    Kind::Os => Either::Os(RwFileLock::new(&path).write()),
+                    Kind::Soft => Either::Soft(soft_lock(&path).write()),
+                };
+                // The writer claims preference at its first attempt (on the blocking pool,
+                // where attempts run there) and finds the reader inside; from then on, new
+                // readers are refused.
+                let start = Instant::now();
+                loop {
+                    assert!(write.poll_once().await, "the reader is still in");
+                    let p = path.clone();
+                    let answer =
+                        ::blocking::unblock(move || probe(kind, &p, Mode::Blocking, false)).await;
+                    if answer == "WOULDBLOCK" {
+                        break;
+                    }
+                    assert!(start.elapsed() < child::PROMPT, "the writer never queued");
                 }
-                assert!(start.elapsed() < child::PROMPT, "the writer never queued");
-            }
-            drop(write);
-            let path = lock.path().to_path_buf();
-            let after = ::blocking::unblock(move || probe(&path, Mode::Blocking, false)).await;
-            assert_eq!(after, "ACQUIRED", "the cancelled writer's claim is gone");
-        });
-        reader.send("RELEASE");
-        reader.expect("RELEASED");
-        reader.wait_success();
+                drop(write);
+                let p = path.clone();
+                let after =
+                    ::blocking::unblock(move || probe(kind, &p, Mode::Blocking, false)).await;
+                assert_eq!(
+                    after, "ACQUIRED",
+                    "{kind:?}: the cancelled writer's claim is gone"
+                );
+            });
+            reader.send("RELEASE");
+            reader.expect("RELEASED");
+            reader.wait_success();
+        }
     }
 }
 
-/// A writer process killed while it waits releases its claim with its files.
+/// A write future of either kind.
+enum Either {
+    Os(async_filelock::futures::WriteAcquire),
+    Soft(async_filelock::futures::SoftWriteAcquire),
+}
+
+impl Either {
+    /// Polls once; `true` while pending.
+    async fn poll_once(&mut self) -> bool {
+        match self {
+            Either::Os(f) => futures_lite::future::poll_once(f).await.is_none(),
+            Either::Soft(f) => futures_lite::future::poll_once(f).await.is_none(),
+        }
+    }
+}
+
+/// A writer process killed while it waits: the OS lock lets readers in at once (the kernel
+/// unlocks the gate); the soft lock evicts it once its record has not changed for the stale
+/// threshold.
 #[test]
 #[cfg(unix)]
 fn a_killed_waiting_writer_lets_readers_in() {
+    for kind in KINDS {
+        let dir = tmp();
+        let lock = lock_path(&dir, "data.db");
+        let mut reader = holder(kind, &lock, Mode::Async(Runtime::Smol), false, true);
+        let mut writer = holder(kind, &lock, Mode::Blocking, true, false);
+        probe_until(kind, &lock, false, "WOULDBLOCK");
+        writer.kill();
+        writer.wait();
+        let took = match kind {
+            Kind::Os => probe_until(kind, &lock, false, "ACQUIRED"),
+            Kind::Soft => {
+                // Eviction needs one observer to see the record unchanged for the whole
+                // threshold: a waiting reader, not a series of one-shot probes.
+                let start = Instant::now();
+                let read = soft_lock(&lock).read().timeout(child::PROMPT);
+                let held = futures_lite::future::block_on(read).expect("the writer is evicted");
+                let took = start.elapsed();
+                held.release().unwrap();
+                assert!(
+                    took >= STALE - Duration::from_millis(50),
+                    "evicted after only {took:?}"
+                );
+                took
+            }
+        };
+        eprintln!("{kind:?}: readers got in {took:?} after the waiting writer was killed");
+        reader.send("RELEASE");
+        reader.expect("RELEASED");
+    }
+}
+
+/// A soft lock holder killed with SIGKILL is evicted after the stale threshold (as measured
+/// by the contender), and the next writer's generation fences it.
+#[test]
+#[cfg(unix)]
+fn a_killed_soft_holder_is_evicted_after_the_threshold() {
     let dir = tmp();
     let lock = lock_path(&dir, "data.db");
-    let mut reader = holder(&lock, Mode::Async(Runtime::Smol), false);
-    let mut writer = Proc::child(
-        "hold",
-        &[
-            ("lock", &lock),
-            ("mode", &Mode::Blocking.name()),
-            ("write", &"1"),
-        ],
+    let mut writer = holder(
+        Kind::Soft,
+        &lock,
+        Mode::Async(Runtime::TokioMultiThread),
+        true,
+        true,
     );
-    // The writer waits: readers are refused once its claim is in.
-    let t = std::time::Instant::now();
-    while probe(&lock, Mode::Async(Runtime::BlockOn), false) == "ACQUIRED" {
-        assert!(t.elapsed() < child::PROMPT, "the writer never queued");
-        std::thread::sleep(Duration::from_millis(20));
-    }
     writer.kill();
     writer.wait();
-    assert_eq!(
-        probe(&lock, Mode::Async(Runtime::BlockOn), false),
-        "ACQUIRED"
+    let start = Instant::now();
+    let held = futures_lite::future::block_on(soft_lock(&lock).write().timeout(child::PROMPT))
+        .expect("the dead writer is evicted");
+    let took = start.elapsed();
+    eprintln!("a killed writer was evicted after {took:?} (threshold {STALE:?})");
+    assert!(
+        took >= STALE - Duration::from_millis(50),
+        "evicted after only {took:?}"
     );
-    reader.send("RELEASE");
-    reader.expect("RELEASED");
+    held.release().unwrap();
+}
+
+/// A holder that stops refreshing (SIGSTOP) for longer than the threshold is evicted, and
+/// learns it when it resumes: its heartbeat reports `Evicted`.
+#[test]
+#[cfg(unix)]
+fn a_stalled_soft_holder_learns_it_was_evicted() {
+    let dir = tmp();
+    let lock = lock_path(&dir, "data.db");
+    let mut stalled = Proc::child("stall", &[("lock", &lock)]);
+    stalled.expect("HELD");
+    let pid = rustix::process::Pid::from_raw(stalled.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+    let held = futures_lite::future::block_on(soft_lock(&lock).write().timeout(child::PROMPT))
+        .expect("the stalled holder is evicted");
+    rustix::process::kill_process(pid, rustix::process::Signal::CONT).unwrap();
+    assert_eq!(stalled.next_line(), "LOST evicted");
+    stalled.send("RELEASE");
+    stalled.expect("RELEASED");
+    stalled.wait_success();
+    // The evicted holder's release did not disturb the new one.
+    assert_eq!(
+        probe(Kind::Soft, &lock, Mode::Blocking, false),
+        "WOULDBLOCK"
+    );
+    held.release().unwrap();
 }
 
 /// A writer in another process excludes readers and writers here, under every mode.
 #[test]
 fn a_writer_elsewhere_excludes_everyone() {
+    for kind in KINDS {
+        let dir = tmp();
+        let lock = lock_path(&dir, "data.db");
+        let mut writer = holder(
+            kind,
+            &lock,
+            Mode::Async(Runtime::TokioMultiThread),
+            true,
+            true,
+        );
+        for mode in MODES {
+            assert_eq!(
+                probe(kind, &lock, mode, false),
+                "WOULDBLOCK",
+                "{kind:?} {mode:?}"
+            );
+            assert_eq!(
+                probe(kind, &lock, mode, true),
+                "WOULDBLOCK",
+                "{kind:?} {mode:?}"
+            );
+        }
+        writer.send("RELEASE");
+        writer.expect("RELEASED");
+        for mode in MODES {
+            assert_eq!(
+                probe(kind, &lock, mode, false),
+                "ACQUIRED",
+                "{kind:?} {mode:?}"
+            );
+            assert_eq!(
+                probe(kind, &lock, mode, true),
+                "ACQUIRED",
+                "{kind:?} {mode:?}"
+            );
+        }
+    }
+}
+
+/// Python's `SoftReadWriteLock` with the tests' timing: holds in the mode given until a line
+/// arrives on stdin (`hold`), or makes one attempt with a time limit (`try`).
+const PY_SOFT_RW: &str = r#"
+import sys
+from filelock import SoftReadWriteLock, Timeout
+role, path, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+lock = SoftReadWriteLock(path, heartbeat_interval=0.1, stale_threshold=0.4, is_singleton=False)
+acquire = lock.acquire_read if mode == "read" else lock.acquire_write
+if role == "hold":
+    acquire()
+    print("HELD", lock.generation, flush=True)
+    sys.stdin.readline()
+    lock.release()
+    print("RELEASED", flush=True)
+else:
+    try:
+        acquire(timeout=float(sys.argv[4]))
+    except Timeout:
+        print("TIMEOUT", flush=True)
+    else:
+        print("ACQUIRED", lock.generation, flush=True)
+        lock.release()
+"#;
+
+fn py_soft_rw(args: &[&str]) -> Proc {
+    python::ensure_filelock();
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg("-c").arg(PY_SOFT_RW).args(args);
+    Proc::spawn(cmd, format!("python SoftReadWriteLock {args:?}"))
+}
+
+/// Python's answer to one timed attempt: `TIMEOUT`, or `ACQUIRED` and its generation.
+fn py_try(path: &Path, mode: &str, timeout: &str) -> (String, u64) {
+    let path = path.to_str().unwrap();
+    let mut p = py_soft_rw(&["try", path, mode, timeout]);
+    let line = p.next_line();
+    p.wait_success();
+    let mut words = line.split(' ');
+    let word = words.next().unwrap_or_default().to_string();
+    (word, words.next().map_or(0, |g| g.parse().unwrap()))
+}
+
+/// A Python holder; returns it once it holds, with its generation.
+fn py_hold(path: &Path, mode: &str) -> (Proc, u64) {
+    let mut p = py_soft_rw(&["hold", path.to_str().unwrap(), mode]);
+    let line = p.next_line();
+    let generation = line
+        .strip_prefix("HELD ")
+        .unwrap_or_else(|| panic!("python: {line}"))
+        .parse()
+        .unwrap();
+    (p, generation)
+}
+
+/// Python and Rust members share one `SoftRwLock` in both directions: each excludes the
+/// other's writer, readers of both overlap, a waiting Rust writer keeps Python readers out
+/// until it is cancelled, and generations keep growing across both.
+#[test]
+fn python_soft_read_write_lock_interop() {
     let dir = tmp();
-    let lock = lock_path(&dir, "data.db");
-    let mut writer = holder(&lock, Mode::Async(Runtime::TokioMultiThread), true);
-    for mode in MODES {
-        assert_eq!(probe(&lock, mode, false), "WOULDBLOCK", "{mode:?}");
-        assert_eq!(probe(&lock, mode, true), "WOULDBLOCK", "{mode:?}");
-    }
-    writer.send("RELEASE");
-    writer.expect("RELEASED");
-    for mode in MODES {
-        assert_eq!(probe(&lock, mode, false), "ACQUIRED", "{mode:?}");
-        assert_eq!(probe(&lock, mode, true), "ACQUIRED", "{mode:?}");
-    }
+    let lock = lock_path(&dir, "shared.lock");
+    let ours = soft_lock(&lock);
+
+    // Python writes: we can neither read nor write; once it leaves, we write.
+    let (mut py_writer, py_gen) = py_hold(&lock, "write");
+    assert_eq!(ours.try_read().unwrap_err().kind(), ErrorKind::WouldBlock);
+    assert_eq!(ours.try_write().unwrap_err().kind(), ErrorKind::WouldBlock);
+    py_writer.send("go");
+    py_writer.expect("RELEASED");
+    py_writer.wait_success();
+    let w = ours.try_write().expect("free once Python left");
+    assert!(w.generation() > py_gen, "{} after {py_gen}", w.generation());
+
+    // We write: Python times out, then gets in after our release.
+    assert_eq!(py_try(&lock, "read", "0.3").0, "TIMEOUT");
+    assert_eq!(py_try(&lock, "write", "0.3").0, "TIMEOUT");
+    let our_gen = w.generation();
+    w.release().unwrap();
+    let (answer, py_gen) = py_try(&lock, "write", "5");
+    assert_eq!(answer, "ACQUIRED");
+    assert!(py_gen > our_gen, "{py_gen} after {our_gen}");
+
+    // Readers of both overlap.
+    let (mut py_reader, _) = py_hold(&lock, "read");
+    let r = ours.try_read().expect("readers share across languages");
+    assert_eq!(py_try(&lock, "read", "5").0, "ACQUIRED");
+    r.release().unwrap();
+
+    // Our waiting writer keeps new Python readers out; dropping it lets them in.
+    futures_lite::future::block_on(async {
+        let mut write = ours.write();
+        assert!(futures_lite::future::poll_once(&mut write).await.is_none());
+        assert_eq!(py_try(&lock, "read", "0.3").0, "TIMEOUT");
+        drop(write);
+    });
+    assert_eq!(py_try(&lock, "read", "5").0, "ACQUIRED");
+    py_reader.send("go");
+    py_reader.expect("RELEASED");
+}
+
+/// A killed Python writer is evicted by a waiting Rust writer after the threshold, and a
+/// killed Rust writer by a waiting Python writer.
+#[test]
+#[cfg(unix)]
+fn python_and_rust_evict_each_others_dead_members() {
+    let dir = tmp();
+    let lock = lock_path(&dir, "shared.lock");
+    let (mut dead, _) = py_hold(&lock, "write");
+    dead.kill();
+    dead.wait();
+    let start = Instant::now();
+    let w = futures_lite::future::block_on(soft_lock(&lock).write().timeout(child::PROMPT))
+        .expect("we evict a dead Python writer");
+    assert!(start.elapsed() >= STALE - Duration::from_millis(50));
+    w.release().unwrap();
+
+    let mut ours = holder(Kind::Soft, &lock, Mode::Blocking, true, true);
+    ours.kill();
+    ours.wait();
+    let (answer, _) = py_try(&lock, "write", "5");
+    assert_eq!(answer, "ACQUIRED", "Python evicts our dead writer");
 }

@@ -23,7 +23,6 @@ use async_filelock::{blocking, ErrorKind, SoftFileLease, SoftFileLock};
 use common::{tmp, Runtime, HANG};
 
 #[path = "common/child.rs"]
-#[allow(unused_macros)]
 mod child;
 use child::Proc;
 
