@@ -228,6 +228,7 @@ fn mode_applies_to_both_files() {
     }
 }
 
+#[cfg(unix)]
 fn soft(path: &std::path::Path) -> SoftRwLock {
     SoftRwLock::builder(path)
         .heartbeat_interval(Duration::from_millis(100))
