@@ -13,6 +13,21 @@ pub(crate) mod rw;
 pub(crate) mod strict;
 mod strict_lock;
 
+/// Whether `python3` can import `filelock`, for the unit tests that check the on-disk
+/// formats against Python's (the integration tests install it; `scripts/setup` does for CI).
+#[cfg(all(test, unix))]
+pub(crate) fn python_filelock() -> bool {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import filelock"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("skipped: python3 with filelock is not available");
+    }
+    ok
+}
+
 use std::fmt;
 use std::future::Future;
 use std::path::Path;

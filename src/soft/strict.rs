@@ -2140,18 +2140,6 @@ mod tests {
         drop(held);
     }
 
-    fn python_filelock() -> bool {
-        let ok = Command::new("python3")
-            .args(["-c", "import filelock"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("skipped: python3 with filelock is not available");
-        }
-        ok
-    }
-
     const PY_TRY: &str = "
 import sys, filelock
 lock = filelock.StrictSoftFileLock(sys.argv[1])
@@ -2232,7 +2220,7 @@ lock.release()
     #[cfg(unix)]
     #[test]
     fn the_files_we_write_are_the_files_python_writes() {
-        if !python_filelock() {
+        if !crate::soft::python_filelock() {
             return;
         }
         for mode in [None, Some(0o600), Some(0o664)] {
@@ -2271,7 +2259,7 @@ for _ in range(int(sys.argv[3])):
 
     #[test]
     fn python_parses_our_claims_and_sentinel() {
-        if !python_filelock() {
+        if !crate::soft::python_filelock() {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -2317,7 +2305,7 @@ for _ in range(int(sys.argv[3])):
 
     #[test]
     fn python_and_rust_take_turns_without_overlap() {
-        if !python_filelock() {
+        if !crate::soft::python_filelock() {
             return;
         }
         const ROUNDS: usize = 25;
@@ -2372,7 +2360,7 @@ for _ in range(int(sys.argv[3])):
 
     #[test]
     fn python_and_rust_exclude_each_other() {
-        if !python_filelock() {
+        if !crate::soft::python_filelock() {
             return;
         }
         let dir = tempfile::tempdir().unwrap();

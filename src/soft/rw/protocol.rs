@@ -1543,18 +1543,6 @@ mod tests {
 
     // ---- Python interop -------------------------------------------------------------
 
-    fn python_filelock() -> bool {
-        let ok = Command::new("python3")
-            .args(["-c", "import filelock"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("skipped: python3 with filelock is not available");
-        }
-        ok
-    }
-
     const PY_HOLD: &str = "
 import sys, filelock
 lock = filelock.SoftReadWriteLock(sys.argv[1], is_singleton=False)
@@ -1616,7 +1604,7 @@ else:
 
     #[test]
     fn a_python_writer_excludes_our_reader() {
-        if !python_filelock() {
+        if !crate::soft::python_filelock() {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -1633,7 +1621,7 @@ else:
 
     #[test]
     fn our_writer_excludes_a_python_reader_and_python_reads_our_log() {
-        if !python_filelock() {
+        if !crate::soft::python_filelock() {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -1678,7 +1666,7 @@ print(holder_lease(open(root + '/holders/' + token, 'rb').read()))
 
     #[test]
     fn python_and_rust_readers_overlap() {
-        if !python_filelock() {
+        if !crate::soft::python_filelock() {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -1698,7 +1686,7 @@ print(holder_lease(open(root + '/holders/' + token, 'rb').read()))
 
     #[test]
     fn we_evict_a_python_holder_that_stopped() {
-        if !python_filelock() {
+        if !crate::soft::python_filelock() {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -1787,7 +1775,7 @@ sys.stdin.read()
 
     #[test]
     fn the_files_we_write_are_the_files_python_writes() {
-        if !python_filelock() {
+        if !crate::soft::python_filelock() {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
