@@ -34,11 +34,7 @@ use crate::soft::marker::random_hex;
 use crate::soft::record::{parse_pid, Holder, Record, MAX_RECORD, STRICT_SENTINEL};
 use crate::Error;
 
-#[cfg(unix)]
-use self::unix as imp;
-
-#[cfg(not(unix))]
-use self::other as imp;
+use crate::sys::dir::{self as imp, Kind, Stat};
 
 const COORDINATION_SUFFIX: &str = ".filelock";
 const CLAIM_DIRECTORY: &str = "claims";
@@ -61,6 +57,9 @@ const PRIVATE_RECORD_GRACE_NS: i128 = 2_000_000_000;
 /// write.
 const MALFORMED_AGE: Duration = Duration::from_secs(2);
 const NO_HARD_LINKS: &str = "filesystem does not support atomic no-replace hard-link publication";
+/// Claims are checked on the server by a hard link (NFS caches). Not elsewhere (Windows):
+/// as in Python, there is no probe-by-link there.
+const VERIFY_ON_SERVER: bool = cfg!(unix);
 
 /// Whether a claim waits at the doorway or owns the lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,7 +202,7 @@ impl Strict {
         // lock's mode, plus search permission where it grants read.
         let directory_mode = mode | ((mode & 0o444) >> 2);
         ensure_directory(&self.path, None, &coordination, directory_mode)?;
-        let parent = imp::open_dir(&coordination).map_err(|e| {
+        let parent = imp::Dir::open(&coordination).map_err(|e| {
             protocol(
                 &self.path,
                 format!("cannot open {}: {e}", coordination.display()),
@@ -407,7 +406,9 @@ impl Strict {
             );
             return Err(fail(missing));
         }
-        directory.unlink(OsStr::new(claim_name)).map_err(fail)
+        directory
+            .unlink_retrying(OsStr::new(claim_name))
+            .map_err(fail)
     }
 
     /// For timeout messages: a holder this host cannot probe (a soft-lock marker at the path
@@ -441,7 +442,7 @@ impl Strict {
         }
         let (parent, name) = split(lock);
         reclaim_sentinel_private_records(&self.path, parent, name)?;
-        let directory = imp::open_dir(parent).map_err(|e| Error::io(&self.path, e))?;
+        let directory = imp::Dir::open(parent).map_err(|e| Error::io(&self.path, e))?;
         match publish(&directory, name, mode, STRICT_SENTINEL) {
             Ok(()) => {}
             Err(Publish::Reclaimed) => return Ok(None),
@@ -601,7 +602,7 @@ fn open_claim_directory(claim_directory: &Path) -> io::Result<imp::Dir> {
     // A symbolic link at either level fails the open: the claim directory is opened relative
     // to the coordination directory, both without following a final link.
     let (coordination, name) = split(claim_directory);
-    imp::open_dir(coordination)?.open_child(name)
+    imp::Dir::open(coordination)?.open_child(name)
 }
 
 fn claim_name(state: ClaimState, token: &str) -> String {
@@ -740,7 +741,9 @@ fn unlink_claims(claim_directory: &Path, names: &[String]) -> (Vec<String>, Opti
     let mut remaining = Vec::new();
     let mut first = None;
     for name in names {
-        match open_claim_directory(claim_directory).and_then(|d| d.unlink(OsStr::new(name))) {
+        match open_claim_directory(claim_directory)
+            .and_then(|d| d.unlink_retrying(OsStr::new(name)))
+        {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => {
@@ -774,7 +777,7 @@ fn ensure_directory(
                     None => (imp::lstat(path)?, imp::stat(split(path).0)?),
                     Some(parent) => (parent.lstat(name)?, parent.stat()?),
                 };
-                let owner = imp::foreign_owner(found.owner, above.owner);
+                let owner = imp::foreign_owner(&found, &above);
                 Ok((found, owner))
             };
             let (found, owner) = inspect()
@@ -838,7 +841,7 @@ fn read_claims(lock: &Path, claim_directory: &Path, scan: Scan) -> Result<Vec<St
             continue;
         };
         if scan == Scan::Contend
-            && imp::VERIFY_ON_SERVER
+            && VERIFY_ON_SERVER
             && !claim_exists_on_server(lock, &directory, name)?
         {
             continue;
@@ -900,12 +903,16 @@ impl<'a, F: Fn() -> OsString> FilesystemNow<'a, F> {
             return now;
         }
         let probe = private_record_name(&(self.public_name)());
-        let stamp = self.directory.create(&probe, 0o600).ok().map(|mut file| {
-            let stamp = file.write_all(b"\n").and_then(|()| imp::fstat(&file));
-            drop(file);
-            let _ = self.directory.unlink(&probe);
-            stamp.ok().map(|s| s.mtime_ns)
-        });
+        let stamp = self
+            .directory
+            .create_read_write(&probe, 0o600)
+            .ok()
+            .map(|mut file| {
+                let stamp = file.write_all(b"\n").and_then(|()| imp::fstat(&file));
+                drop(file);
+                let _ = self.directory.unlink_retrying(&probe);
+                stamp.ok().map(|s| s.mtime_ns)
+            });
         let now = stamp.flatten();
         self.now = Some(now);
         now
@@ -932,14 +939,15 @@ fn reclaim_private_record<F: Fn() -> OsString>(
             path.display()
         )));
     }
-    if stat.nlink == 1
+    // Where the link count is not exposed, an unpublished record ages out by its mtime.
+    if stat.nlink.unwrap_or(1) == 1
         && now
             .get()
             .is_none_or(|now| now - stat.mtime_ns < PRIVATE_RECORD_GRACE_NS)
     {
         return Ok(());
     }
-    match directory.unlink(name) {
+    match directory.unlink_retrying(name) {
         Err(e)
             if e.kind() != io::ErrorKind::NotFound
                 && e.kind() != io::ErrorKind::PermissionDenied =>
@@ -952,7 +960,7 @@ fn reclaim_private_record<F: Fn() -> OsString>(
 
 fn reclaim_sentinel_private_records(lock: &Path, parent: &Path, name: &OsStr) -> Result<(), Error> {
     let reclaimed = (|| -> io::Result<()> {
-        let directory = imp::open_dir(parent)?;
+        let directory = imp::Dir::open(parent)?;
         let mut now = FilesystemNow::new(&directory, true, || name.to_owned());
         for entry in directory.names()? {
             if private_public_name(&entry) == Some(name.as_encoded_bytes()) {
@@ -1103,7 +1111,7 @@ fn claim_exists_on_server(lock: &Path, directory: &imp::Dir, name: &str) -> Resu
             ))
         }
     }
-    match directory.unlink(&proof) {
+    match directory.unlink_retrying(&proof) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(claim_protocol(
             lock,
             name,
@@ -1157,7 +1165,9 @@ enum Publish {
 /// removes the private name.
 fn publish(directory: &imp::Dir, public: &OsStr, mode: u32, record: &[u8]) -> Result<(), Publish> {
     let private = private_record_name(public);
-    let mut file = directory.create(&private, mode).map_err(Publish::Failed)?;
+    let mut file = directory
+        .create_read_write(&private, mode)
+        .map_err(Publish::Failed)?;
     let (published, id) = match imp::fstat(&file) {
         Ok(stat) => {
             let written = file.write_all(record).map_err(Publish::Failed);
@@ -1172,11 +1182,11 @@ fn publish(directory: &imp::Dir, public: &OsStr, mode: u32, record: &[u8]) -> Re
         // Only the private name we created: a peer may have reaped it and another file
         // taken the name since.
         Some(id) => match identity(directory, &private) {
-            Ok(Some(now)) if now == id => directory.unlink(&private),
+            Ok(Some(now)) if now == id => directory.unlink_retrying(&private),
             Ok(_) => Ok(()),
             Err(e) => Err(e),
         },
-        None => directory.unlink(&private),
+        None => directory.unlink_retrying(&private),
     };
     published?;
     match cleanup {
@@ -1285,415 +1295,6 @@ fn inspect_lock_path(path: &Path) -> io::Result<Occupant> {
         description: format!("a soft-lock marker held by pid {pid} on {host}"),
         owner: Some((pid, host)),
     })
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    File,
-    Directory,
-    Symlink,
-    Other,
-}
-
-/// What the protocol needs of a file's metadata, the same on every platform.
-#[derive(Debug, Clone, Copy)]
-struct Stat {
-    kind: Kind,
-    /// Device and inode (on Windows what `sys::marker::id` uses).
-    id: (u64, u64),
-    nlink: u64,
-    mtime_ns: i128,
-    size: u64,
-    /// Owner and permission bits, where the platform has them.
-    owner: imp::Owner,
-}
-
-/// Unix: every operation inside the claim directory goes through a descriptor of it opened
-/// without following a link, as Python's `dir_fd` calls do.
-#[cfg(unix)]
-mod unix {
-    use std::ffi::{OsStr, OsString};
-    use std::fs::File;
-    use std::io;
-    use std::os::fd::{AsFd, OwnedFd};
-    use std::os::unix::ffi::OsStrExt;
-    use std::path::{Path, PathBuf};
-
-    use rustix::fs::{AtFlags, FileType, Mode, OFlags, CWD};
-    use rustix::io::Errno;
-
-    use super::{Kind, Stat};
-
-    /// Claims are checked on the server by a hard link (NFS caches).
-    pub(super) const VERIFY_ON_SERVER: bool = true;
-
-    fn retry<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> io::Result<T> {
-        loop {
-            match f() {
-                Err(Errno::INTR) => continue,
-                r => return r.map_err(io::Error::from),
-            }
-        }
-    }
-
-    fn dir_flags() -> OFlags {
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
-    }
-
-    fn mode(mode: u32) -> Mode {
-        Mode::from_raw_mode(mode as _)
-    }
-
-    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
-    fn convert(st: &rustix::fs::Stat) -> Stat {
-        let kind = match FileType::from_raw_mode(st.st_mode as _) {
-            FileType::RegularFile => Kind::File,
-            FileType::Directory => Kind::Directory,
-            FileType::Symlink => Kind::Symlink,
-            _ => Kind::Other,
-        };
-        Stat {
-            kind,
-            id: (st.st_dev as u64, st.st_ino as u64),
-            nlink: st.st_nlink as u64,
-            mtime_ns: st.st_mtime as i128 * 1_000_000_000 + st.st_mtime_nsec as i128,
-            size: st.st_size as u64,
-            owner: Owner {
-                uid: st.st_uid as u32,
-                mode: st.st_mode as u32,
-            },
-        }
-    }
-
-    /// A file's owner and permission bits.
-    #[derive(Debug, Clone, Copy)]
-    pub(super) struct Owner {
-        uid: u32,
-        mode: u32,
-    }
-
-    /// An open directory.
-    pub(super) struct Dir {
-        fd: OwnedFd,
-        path: PathBuf,
-    }
-
-    /// Opens `path` as a directory, failing on a symbolic link as its last component.
-    pub(super) fn open_dir(path: &Path) -> io::Result<Dir> {
-        let fd = retry(|| rustix::fs::openat(CWD, path, dir_flags(), Mode::empty()))?;
-        Ok(Dir {
-            fd,
-            path: path.to_path_buf(),
-        })
-    }
-
-    pub(super) fn mkdir(path: &Path, mode_bits: u32) -> io::Result<()> {
-        retry(|| rustix::fs::mkdir(path, mode(mode_bits)))
-    }
-
-    pub(super) fn lstat(path: &Path) -> io::Result<Stat> {
-        retry(|| rustix::fs::lstat(path)).map(|s| convert(&s))
-    }
-
-    pub(super) fn stat(path: &Path) -> io::Result<Stat> {
-        retry(|| rustix::fs::stat(path)).map(|s| convert(&s))
-    }
-
-    pub(super) fn fstat(file: &File) -> io::Result<Stat> {
-        retry(|| rustix::fs::fstat(file)).map(|s| convert(&s))
-    }
-
-    /// The uid owning `found` when another account controls it under a sticky parent
-    /// (Python's `foreign_directory_owner`).
-    pub(super) fn foreign_owner(found: Owner, parent: Owner) -> Option<u32> {
-        if parent.mode & 0o1000 == 0 {
-            return None;
-        }
-        let euid = rustix::process::geteuid().as_raw();
-        (found.uid != euid && found.uid != parent.uid).then_some(found.uid)
-    }
-
-    /// Narrows a directory this account owns to `mode` and sets its sticky bit, so only a
-    /// claim's owner can remove it even where the mode lets others write.
-    pub(super) fn settle_mode(
-        parent: Option<&Dir>,
-        path: &Path,
-        mode_bits: u32,
-    ) -> Result<(), (&'static str, io::Error)> {
-        let at = parent.map_or(CWD, |p| p.fd.as_fd());
-        let fd = retry(|| rustix::fs::openat(at, path, dir_flags(), Mode::empty()))
-            .map_err(|e| ("cannot open", e))?;
-        let found = retry(|| rustix::fs::fstat(&fd)).map(|s| convert(&s));
-        let Owner { uid, mode: current } = found.map_err(|e| ("cannot set the mode of", e))?.owner;
-        let settled = (current & 0o7000) | (current & mode_bits & 0o777) | 0o1000;
-        if uid == rustix::process::geteuid().as_raw() && settled != current & 0o7777 {
-            retry(|| rustix::fs::fchmod(&fd, mode(settled)))
-                .map_err(|e| ("cannot set the mode of", e))?;
-        }
-        Ok(())
-    }
-
-    pub(super) fn hard_link_unsupported(e: &io::Error) -> bool {
-        let errno = Errno::from_io_error(e);
-        errno == Some(Errno::NOSYS) || errno == Some(Errno::XDEV) || errno == Some(Errno::NOTSUP)
-    }
-
-    pub(super) fn is_stale_handle(e: &io::Error) -> bool {
-        Errno::from_io_error(e) == Some(Errno::STALE)
-    }
-
-    impl Dir {
-        pub(super) fn path(&self) -> &Path {
-            &self.path
-        }
-
-        pub(super) fn open_child(&self, name: &OsStr) -> io::Result<Dir> {
-            let fd = retry(|| rustix::fs::openat(&self.fd, name, dir_flags(), Mode::empty()))?;
-            Ok(Dir {
-                fd,
-                path: self.path.join(name),
-            })
-        }
-
-        pub(super) fn names(&self) -> io::Result<Vec<OsString>> {
-            let mut names = Vec::new();
-            for entry in rustix::fs::Dir::read_from(&self.fd)? {
-                let entry = entry?;
-                let name = entry.file_name().to_bytes();
-                if name != b"." && name != b".." {
-                    names.push(OsStr::from_bytes(name).to_owned());
-                }
-            }
-            Ok(names)
-        }
-
-        pub(super) fn lstat(&self, name: &OsStr) -> io::Result<Stat> {
-            retry(|| rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW))
-                .map(|s| convert(&s))
-        }
-
-        pub(super) fn stat(&self) -> io::Result<Stat> {
-            retry(|| rustix::fs::fstat(&self.fd)).map(|s| convert(&s))
-        }
-
-        /// Creates `name` exclusively, never through a link; `mode` less the umask.
-        pub(super) fn create(&self, name: &OsStr, mode_bits: u32) -> io::Result<File> {
-            let flags =
-                OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-            retry(|| rustix::fs::openat(&self.fd, name, flags, mode(mode_bits))).map(File::from)
-        }
-
-        /// Opens `name` for reading without following a link or blocking on a FIFO.
-        pub(super) fn open_read(&self, name: &OsStr) -> io::Result<File> {
-            let flags = OFlags::RDONLY
-                | OFlags::NOFOLLOW
-                | OFlags::NONBLOCK
-                | OFlags::CLOEXEC
-                | OFlags::NOCTTY;
-            retry(|| rustix::fs::openat(&self.fd, name, flags, Mode::empty())).map(File::from)
-        }
-
-        /// A hard link that never replaces (and never follows a link at `source`).
-        pub(super) fn link(&self, source: &OsStr, destination: &OsStr) -> io::Result<()> {
-            retry(|| rustix::fs::linkat(&self.fd, source, &self.fd, destination, AtFlags::empty()))
-        }
-
-        pub(super) fn unlink(&self, name: &OsStr) -> io::Result<()> {
-            retry(|| rustix::fs::unlinkat(&self.fd, name, AtFlags::empty()))
-        }
-
-        pub(super) fn mkdir(&self, name: &OsStr, mode_bits: u32) -> io::Result<()> {
-            retry(|| rustix::fs::mkdirat(&self.fd, name, mode(mode_bits)))
-        }
-    }
-}
-
-/// Elsewhere (Windows): path-based operations through std. There are no modes, no sticky
-/// bit, and (as in Python) no probe-by-link; a claim is opened sharing delete, so its owner
-/// can remove it while a peer reads it.
-#[cfg(not(unix))]
-mod other {
-    use std::ffi::{OsStr, OsString};
-    use std::fs::{File, Metadata, OpenOptions};
-    use std::io;
-    use std::path::{Path, PathBuf};
-    use std::time::{Duration, UNIX_EPOCH};
-
-    use super::{Kind, Stat};
-
-    pub(super) const VERIFY_ON_SERVER: bool = false;
-
-    fn convert(meta: &Metadata) -> Stat {
-        let file_type = meta.file_type();
-        let kind = if file_type.is_symlink() {
-            Kind::Symlink
-        } else if file_type.is_dir() {
-            Kind::Directory
-        } else if file_type.is_file() {
-            Kind::File
-        } else {
-            Kind::Other
-        };
-        let mtime_ns = meta
-            .modified()
-            .map_or(0, |t| match t.duration_since(UNIX_EPOCH) {
-                Ok(d) => d.as_nanos() as i128,
-                Err(e) => -(e.duration().as_nanos() as i128),
-            });
-        Stat {
-            kind,
-            id: crate::sys::marker::id(meta),
-            // Not exposed by std here: an unpublished record then ages out by its mtime.
-            nlink: 1,
-            mtime_ns,
-            size: meta.len(),
-            owner: Owner,
-        }
-    }
-
-    /// No owner or permission bits here.
-    #[derive(Debug, Clone, Copy)]
-    pub(super) struct Owner;
-
-    fn options() -> OpenOptions {
-        #[allow(unused_mut)]
-        let mut options = OpenOptions::new();
-        #[cfg(windows)]
-        {
-            use std::os::windows::fs::OpenOptionsExt;
-            const FILE_FLAG_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
-            options.custom_flags(FILE_FLAG_OPEN_REPARSE_POINT);
-        }
-        options
-    }
-
-    pub(super) struct Dir {
-        path: PathBuf,
-    }
-
-    fn real_directory(path: &Path) -> io::Result<()> {
-        if std::fs::symlink_metadata(path)?.is_dir() {
-            Ok(())
-        } else {
-            Err(io::Error::other(format!(
-                "{} is not a real directory",
-                path.display()
-            )))
-        }
-    }
-
-    pub(super) fn open_dir(path: &Path) -> io::Result<Dir> {
-        if !std::fs::metadata(path)?.is_dir() {
-            return Err(io::Error::other(format!(
-                "{} is not a directory",
-                path.display()
-            )));
-        }
-        Ok(Dir {
-            path: path.to_path_buf(),
-        })
-    }
-
-    pub(super) fn mkdir(path: &Path, _mode: u32) -> io::Result<()> {
-        std::fs::create_dir(path)
-    }
-
-    pub(super) fn lstat(path: &Path) -> io::Result<Stat> {
-        std::fs::symlink_metadata(path).map(|m| convert(&m))
-    }
-
-    pub(super) fn stat(path: &Path) -> io::Result<Stat> {
-        std::fs::metadata(path).map(|m| convert(&m))
-    }
-
-    pub(super) fn fstat(file: &File) -> io::Result<Stat> {
-        file.metadata().map(|m| convert(&m))
-    }
-
-    pub(super) fn foreign_owner(_found: Owner, _parent: Owner) -> Option<u32> {
-        None
-    }
-
-    pub(super) fn settle_mode(
-        _parent: Option<&Dir>,
-        _path: &Path,
-        _mode: u32,
-    ) -> Result<(), (&'static str, io::Error)> {
-        Ok(())
-    }
-
-    pub(super) fn hard_link_unsupported(e: &io::Error) -> bool {
-        // ERROR_INVALID_FUNCTION, ERROR_NOT_SAME_DEVICE, ERROR_NOT_SUPPORTED.
-        (cfg!(windows) && matches!(e.raw_os_error(), Some(1 | 17 | 50)))
-            || e.kind() == io::ErrorKind::Unsupported
-    }
-
-    pub(super) fn is_stale_handle(_e: &io::Error) -> bool {
-        false
-    }
-
-    impl Dir {
-        pub(super) fn path(&self) -> &Path {
-            &self.path
-        }
-
-        pub(super) fn open_child(&self, name: &OsStr) -> io::Result<Dir> {
-            let path = self.path.join(name);
-            real_directory(&path)?;
-            Ok(Dir { path })
-        }
-
-        pub(super) fn names(&self) -> io::Result<Vec<OsString>> {
-            std::fs::read_dir(&self.path)?
-                .map(|entry| entry.map(|e| e.file_name()))
-                .collect()
-        }
-
-        pub(super) fn lstat(&self, name: &OsStr) -> io::Result<Stat> {
-            lstat(&self.path.join(name))
-        }
-
-        pub(super) fn stat(&self) -> io::Result<Stat> {
-            stat(&self.path)
-        }
-
-        pub(super) fn create(&self, name: &OsStr, _mode: u32) -> io::Result<File> {
-            options()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(self.path.join(name))
-        }
-
-        pub(super) fn open_read(&self, name: &OsStr) -> io::Result<File> {
-            options().read(true).open(self.path.join(name))
-        }
-
-        pub(super) fn link(&self, source: &OsStr, destination: &OsStr) -> io::Result<()> {
-            std::fs::hard_link(self.path.join(source), self.path.join(destination))
-        }
-
-        /// Windows refuses to delete a file a peer has open without sharing delete for a
-        /// moment: retry ten times, doubling a millisecond.
-        pub(super) fn unlink(&self, name: &OsStr) -> io::Result<()> {
-            let path = self.path.join(name);
-            let mut delay = Duration::from_millis(1);
-            for attempt in 0..10 {
-                match std::fs::remove_file(&path) {
-                    Err(e) if e.kind() == io::ErrorKind::PermissionDenied && attempt < 9 => {
-                        std::thread::sleep(delay);
-                        delay *= 2;
-                    }
-                    r => return r,
-                }
-            }
-            Ok(())
-        }
-
-        pub(super) fn mkdir(&self, name: &OsStr, _mode: u32) -> io::Result<()> {
-            std::fs::create_dir(self.path.join(name))
-        }
-    }
 }
 
 // Unix only for now. On Windows a file's identity is its creation time (std exposes no file

@@ -13,8 +13,9 @@
 //! - `host_name_raw()` and `process_alive(pid)`, which soft locks record and probe.
 //!
 //! Beside them: `marker` (the file operations of soft-lock markers), `exchange` (swapping two
-//! names in one step, where the platform can) and `process` (process start tokens and PID
-//! namespaces).
+//! names in one step, where the platform can), `process` (process start tokens and PID
+//! namespaces) and `dir` (directory handles for the soft protocols that work relative to a
+//! directory they opened).
 
 #[cfg(unix)]
 mod unix;
@@ -50,6 +51,13 @@ pub(crate) mod marker;
 #[cfg(not(unix))]
 #[path = "marker_other.rs"]
 pub(crate) mod marker;
+
+#[cfg(unix)]
+#[path = "dir_unix.rs"]
+pub(crate) mod dir;
+#[cfg(not(unix))]
+#[path = "dir_other.rs"]
+pub(crate) mod dir;
 
 #[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
 mod exchange_rename;

@@ -29,11 +29,7 @@ use std::time::{Duration, Instant};
 use super::protocol::{GENERATIONS_DIRECTORY, HOLDERS_DIRECTORY, MAX_RECORD_SIZE};
 use crate::Error;
 
-#[cfg(unix)]
-use self::unix as imp;
-
-#[cfg(not(unix))]
-use self::other as imp;
+use crate::sys::dir::{self as imp, Kind, Stat};
 
 /// Protocol directories are private to this account (before the umask).
 const DIRECTORY_MODE: u32 = 0o700;
@@ -134,29 +130,6 @@ impl Fault {
     }
 }
 
-/// What a file is, as `lstat` (or `fstat`) sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    File,
-    Directory,
-    Symlink,
-    Other,
-}
-
-/// The parts of a `stat` result the storage layer decides on.
-#[derive(Debug, Clone, Copy)]
-struct Stat {
-    kind: Kind,
-    /// Device and inode (on Windows what `sys::marker::id` uses).
-    id: (u64, u64),
-    /// The link count, where the platform exposes it.
-    nlink: Option<u64>,
-    /// Owner uid and mode bits, where the platform has them.
-    owner: Option<(u32, u32)>,
-    /// A Windows reparse point (junction, symbolic link, ...).
-    reparse: bool,
-}
-
 /// Which way a record is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Access {
@@ -190,20 +163,6 @@ fn parent_of(path: &Path) -> &Path {
     path.parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
-}
-
-/// The uid owning `found` when another account controls it under a sticky parent (Python's
-/// `foreign_directory_owner`): the sticky bit stops others from renaming this account's
-/// directory away, so one that another account owns there is outside the lock's control.
-/// Without the sticky bit anyone who can create the directory can also rename this account's
-/// own one away, so a refusal there would change nothing. Never on platforms without owners.
-fn foreign_owner(found: &Stat, parent: &Stat) -> Option<u32> {
-    let ((uid, _), (parent_uid, parent_mode)) = (found.owner?, parent.owner?);
-    if parent_mode & 0o1000 == 0 {
-        return None;
-    }
-    let euid = imp::effective_uid()?;
-    (uid != euid && uid != parent_uid).then_some(uid)
 }
 
 /// Python's `OsFiles`: records under one lock's protocol root, opened without following
@@ -258,9 +217,14 @@ impl Files {
     fn open(&self, area: Area, name: &str, access: Access) -> Result<Option<File>, Fault> {
         let mut deadline: Option<Instant> = None;
         loop {
-            let attempt = self
-                .directory(area)
-                .and_then(|dir| dir.open_record(OsStr::new(name), access).map_err(Fault::Os));
+            let attempt = self.directory(area).and_then(|dir| {
+                let name = OsStr::new(name);
+                match access {
+                    Access::Read => dir.open_read(name),
+                    Access::Write => dir.open_write(name),
+                }
+                .map_err(Fault::Os)
+            });
             match attempt {
                 Ok(file) => return Ok(Some(file)),
                 Err(Fault::Os(e)) if is_missing(&e) => return Ok(None),
@@ -289,8 +253,8 @@ impl Files {
     /// symbolic link, and admits it.
     fn open_directory(&self, parent: Option<&imp::Dir>, path: &Path) -> Result<imp::Dir, Fault> {
         let opened = match parent {
-            None => imp::Dir::open_path(path),
-            Some(parent) => parent.open_child(path.file_name().unwrap_or(path.as_os_str())),
+            None => imp::Dir::pin(path),
+            Some(parent) => parent.pin_child(path.file_name().unwrap_or(path.as_os_str())),
         };
         let dir = opened.map_err(|e| {
             if imp::refused_directory(&e) {
@@ -318,7 +282,7 @@ impl Files {
             Some(parent) => parent.stat()?,
             None => imp::stat(parent_of(path))?,
         };
-        if let Some(uid) = foreign_owner(&found, &above) {
+        if let Some(uid) = imp::foreign_owner(&found, &above) {
             return Err(Fault::Replaced(foreign_message(path, uid)));
         }
         self.state().identities.insert(path.to_path_buf(), found.id);
@@ -335,7 +299,9 @@ impl Files {
         data: &[u8],
         durable: bool,
     ) -> Result<(u64, u64), Fault> {
-        let file = self.directory(area)?.create(OsStr::new(name), FILE_MODE)?;
+        let file = self
+            .directory(area)?
+            .create_write_only(OsStr::new(name), FILE_MODE)?;
         let written = (|| {
             (&file).write_all(data)?;
             if durable {
@@ -497,394 +463,10 @@ impl Files {
                 path.display()
             )));
         }
-        if let Some(uid) = foreign_owner(found, above) {
+        if let Some(uid) = imp::foreign_owner(found, above) {
             return Err(Fault::Replaced(foreign_message(path, uid)));
         }
         self.state().identities.insert(path.to_path_buf(), found.id);
         Ok(())
-    }
-}
-
-/// Unix: every record operation goes through a descriptor of its directory opened without
-/// following a symbolic link.
-#[cfg(unix)]
-mod unix {
-    use std::ffi::{OsStr, OsString};
-    use std::fs::File;
-    use std::io;
-    use std::os::fd::OwnedFd;
-    use std::os::unix::ffi::OsStrExt;
-    use std::path::Path;
-
-    use rustix::fs::{AtFlags, FileType, Mode, OFlags, CWD};
-    use rustix::io::Errno;
-
-    use super::{Access, Kind, Stat};
-
-    /// Retries a call `EINTR` interrupted.
-    fn retry<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> io::Result<T> {
-        loop {
-            match f() {
-                Err(Errno::INTR) => continue,
-                r => return r.map_err(io::Error::from),
-            }
-        }
-    }
-
-    fn dir_flags() -> OFlags {
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
-    }
-
-    fn mode(bits: u32) -> Mode {
-        Mode::from_raw_mode(bits as _)
-    }
-
-    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
-    fn convert(st: &rustix::fs::Stat) -> Stat {
-        let kind = match FileType::from_raw_mode(st.st_mode as _) {
-            FileType::RegularFile => Kind::File,
-            FileType::Directory => Kind::Directory,
-            FileType::Symlink => Kind::Symlink,
-            _ => Kind::Other,
-        };
-        Stat {
-            kind,
-            id: (st.st_dev as u64, st.st_ino as u64),
-            nlink: Some(st.st_nlink as u64),
-            owner: Some((st.st_uid as u32, st.st_mode as u32)),
-            reparse: false,
-        }
-    }
-
-    /// An open directory.
-    pub(super) struct Dir {
-        fd: OwnedFd,
-    }
-
-    impl Dir {
-        /// Opens `path` as a directory, failing on a symbolic link as its last component.
-        pub(super) fn open_path(path: &Path) -> io::Result<Dir> {
-            let fd = retry(|| rustix::fs::openat(CWD, path, dir_flags(), Mode::empty()))?;
-            Ok(Dir { fd })
-        }
-
-        /// Opens the directory `name` inside this one, failing on a symbolic link.
-        pub(super) fn open_child(&self, name: &OsStr) -> io::Result<Dir> {
-            let fd = retry(|| rustix::fs::openat(&self.fd, name, dir_flags(), Mode::empty()))?;
-            Ok(Dir { fd })
-        }
-
-        /// `fstat` of this directory.
-        pub(super) fn stat(&self) -> io::Result<Stat> {
-            retry(|| rustix::fs::fstat(&self.fd)).map(|s| convert(&s))
-        }
-
-        /// `lstat` of `name` inside this directory.
-        pub(super) fn lstat(&self, name: &OsStr) -> io::Result<Stat> {
-            retry(|| rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW))
-                .map(|s| convert(&s))
-        }
-
-        /// Creates the directory `name` inside this one; `bits` less the umask.
-        pub(super) fn mkdir(&self, name: &OsStr, bits: u32) -> io::Result<()> {
-            retry(|| rustix::fs::mkdirat(&self.fd, name, mode(bits)))
-        }
-
-        /// Opens `name` without following a symbolic link, and without blocking on a FIFO
-        /// (a write open of one without a reader fails with `ENXIO`).
-        pub(super) fn open_record(&self, name: &OsStr, access: Access) -> io::Result<File> {
-            let access = match access {
-                Access::Read => OFlags::RDONLY,
-                Access::Write => OFlags::WRONLY,
-            };
-            let flags =
-                access | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
-            retry(|| rustix::fs::openat(&self.fd, name, flags, Mode::empty())).map(File::from)
-        }
-
-        /// Creates `name` exclusively, never through a link; `bits` less the umask.
-        pub(super) fn create(&self, name: &OsStr, bits: u32) -> io::Result<File> {
-            let flags =
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-            retry(|| rustix::fs::openat(&self.fd, name, flags, mode(bits))).map(File::from)
-        }
-
-        /// A hard link that never replaces (and never follows a link at `source`).
-        pub(super) fn link(&self, source: &OsStr, target: &OsStr) -> io::Result<()> {
-            retry(|| rustix::fs::linkat(&self.fd, source, &self.fd, target, AtFlags::empty()))
-        }
-
-        /// Renames `source` over `target`, both inside this directory.
-        pub(super) fn rename(&self, source: &OsStr, target: &OsStr) -> io::Result<()> {
-            retry(|| rustix::fs::renameat(&self.fd, source, &self.fd, target))
-        }
-
-        /// Removes the file `name` inside this directory.
-        pub(super) fn unlink(&self, name: &OsStr) -> io::Result<()> {
-            retry(|| rustix::fs::unlinkat(&self.fd, name, AtFlags::empty()))
-        }
-
-        /// The entries of this directory, less `.` and `..`.
-        pub(super) fn names(&self) -> io::Result<Vec<OsString>> {
-            let mut names = Vec::new();
-            for entry in rustix::fs::Dir::read_from(&self.fd)? {
-                let name = entry?.file_name().to_bytes().to_vec();
-                if name != b"." && name != b".." {
-                    names.push(OsStr::from_bytes(&name).to_owned());
-                }
-            }
-            Ok(names)
-        }
-    }
-
-    /// Creates the directory `path`; `bits` less the umask.
-    pub(super) fn mkdir(path: &Path, bits: u32) -> io::Result<()> {
-        retry(|| rustix::fs::mkdir(path, mode(bits)))
-    }
-
-    /// `lstat` of `path`.
-    pub(super) fn lstat(path: &Path) -> io::Result<Stat> {
-        retry(|| rustix::fs::lstat(path)).map(|s| convert(&s))
-    }
-
-    /// `stat` of `path` (following links, as Python's `Path.stat`).
-    pub(super) fn stat(path: &Path) -> io::Result<Stat> {
-        retry(|| rustix::fs::stat(path)).map(|s| convert(&s))
-    }
-
-    /// `fstat` of an open record.
-    pub(super) fn fstat(file: &File) -> io::Result<Stat> {
-        retry(|| rustix::fs::fstat(file)).map(|s| convert(&s))
-    }
-
-    /// This process's effective uid.
-    pub(super) fn effective_uid() -> Option<u32> {
-        Some(rustix::process::geteuid().as_raw())
-    }
-
-    /// `ENOSYS`, `EXDEV`, `ENOTSUP`: the file system cannot hard-link.
-    pub(super) fn hard_link_unsupported(e: &io::Error) -> bool {
-        matches!(
-            Errno::from_io_error(e),
-            Some(Errno::NOSYS | Errno::XDEV | Errno::NOTSUP)
-        )
-    }
-
-    /// What an open of a directory without following links reports for a symbolic link or
-    /// a non-directory: `ELOOP`, `EMLINK` (FreeBSD), `ENOTDIR`. (NetBSD's `EFTYPE` is not
-    /// recognised: there such a directory fails the call as an I/O error instead.)
-    pub(super) fn refused_directory(e: &io::Error) -> bool {
-        matches!(
-            Errno::from_io_error(e),
-            Some(Errno::LOOP | Errno::MLINK | Errno::NOTDIR)
-        )
-    }
-
-    /// `ENXIO`: a write open of a FIFO that has no reader.
-    pub(super) fn no_reader(e: &io::Error) -> bool {
-        Errno::from_io_error(e) == Some(Errno::NXIO)
-    }
-}
-
-/// Elsewhere (Windows): path-based operations through std. Each directory is held open while
-/// a call uses it, which on Windows blocks its rename. There is no owner or sticky bit, no
-/// link count, and a file's identity is its creation time (std exposes no file index on
-/// stable Rust; a hard link shares it).
-#[cfg(not(unix))]
-mod other {
-    use std::ffi::{OsStr, OsString};
-    use std::fs::{File, Metadata, OpenOptions};
-    use std::io;
-    use std::path::{Path, PathBuf};
-
-    use super::{Access, Kind, Stat};
-
-    #[cfg(windows)]
-    const FILE_FLAG_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
-
-    fn convert(meta: &Metadata) -> Stat {
-        let file_type = meta.file_type();
-        let kind = if file_type.is_symlink() {
-            Kind::Symlink
-        } else if file_type.is_dir() {
-            Kind::Directory
-        } else if file_type.is_file() {
-            Kind::File
-        } else {
-            Kind::Other
-        };
-        #[cfg(windows)]
-        let reparse = {
-            use std::os::windows::fs::MetadataExt;
-            const FILE_ATTRIBUTE_REPARSE_POINT: u32 = 0x400;
-            meta.file_attributes() & FILE_ATTRIBUTE_REPARSE_POINT != 0
-        };
-        #[cfg(not(windows))]
-        let reparse = false;
-        Stat {
-            kind,
-            id: crate::sys::marker::id(meta),
-            nlink: None,
-            owner: None,
-            reparse,
-        }
-    }
-
-    /// Opens `path` without following a final reparse point.
-    fn options() -> OpenOptions {
-        #[allow(unused_mut)]
-        let mut options = OpenOptions::new();
-        #[cfg(windows)]
-        {
-            use std::os::windows::fs::OpenOptionsExt;
-            options.custom_flags(FILE_FLAG_OPEN_REPARSE_POINT);
-        }
-        options
-    }
-
-    /// Holds `path` open as a directory (Python's `pin_directory`): a junction, a symbolic
-    /// link or anything but a directory is refused with `NotADirectory`.
-    fn pin(path: &Path) -> io::Result<Option<File>> {
-        let not_a_directory = || {
-            io::Error::new(
-                io::ErrorKind::NotADirectory,
-                format!(
-                    "{} is a junction or symlink, not a directory",
-                    path.display()
-                ),
-            )
-        };
-        #[cfg(windows)]
-        {
-            use std::os::windows::fs::OpenOptionsExt;
-            const FILE_LIST_DIRECTORY: u32 = 0x0001;
-            const FILE_READ_ATTRIBUTES: u32 = 0x0080;
-            const SYNCHRONIZE: u32 = 0x0010_0000;
-            const FILE_SHARE_READ: u32 = 0x1;
-            const FILE_SHARE_WRITE: u32 = 0x2;
-            const FILE_FLAG_BACKUP_SEMANTICS: u32 = 0x0200_0000;
-            let handle = OpenOptions::new()
-                .access_mode(FILE_LIST_DIRECTORY | FILE_READ_ATTRIBUTES | SYNCHRONIZE)
-                .share_mode(FILE_SHARE_READ | FILE_SHARE_WRITE)
-                .custom_flags(FILE_FLAG_BACKUP_SEMANTICS | FILE_FLAG_OPEN_REPARSE_POINT)
-                .open(path)?;
-            let found = convert(&handle.metadata()?);
-            if found.kind != Kind::Directory || found.reparse {
-                return Err(not_a_directory());
-            }
-            Ok(Some(handle))
-        }
-        #[cfg(not(windows))]
-        {
-            if !std::fs::symlink_metadata(path)?.is_dir() {
-                return Err(not_a_directory());
-            }
-            Ok(None)
-        }
-    }
-
-    /// A directory, held open while the value lives (where the platform can).
-    pub(super) struct Dir {
-        path: PathBuf,
-        _pin: Option<File>,
-    }
-
-    // The same operations as the Unix `Dir`'s, by path.
-    impl Dir {
-        /// Opens (pins) `path` as a directory.
-        pub(super) fn open_path(path: &Path) -> io::Result<Dir> {
-            Ok(Dir {
-                _pin: pin(path)?,
-                path: path.to_path_buf(),
-            })
-        }
-
-        pub(super) fn open_child(&self, name: &OsStr) -> io::Result<Dir> {
-            Dir::open_path(&self.path.join(name))
-        }
-
-        pub(super) fn stat(&self) -> io::Result<Stat> {
-            stat(&self.path)
-        }
-
-        pub(super) fn lstat(&self, name: &OsStr) -> io::Result<Stat> {
-            lstat(&self.path.join(name))
-        }
-
-        pub(super) fn mkdir(&self, name: &OsStr, bits: u32) -> io::Result<()> {
-            mkdir(&self.path.join(name), bits)
-        }
-
-        pub(super) fn open_record(&self, name: &OsStr, access: Access) -> io::Result<File> {
-            let mut options = options();
-            match access {
-                Access::Read => options.read(true),
-                Access::Write => options.write(true),
-            };
-            options.open(self.path.join(name))
-        }
-
-        pub(super) fn create(&self, name: &OsStr, _bits: u32) -> io::Result<File> {
-            options()
-                .write(true)
-                .create_new(true)
-                .open(self.path.join(name))
-        }
-
-        pub(super) fn link(&self, source: &OsStr, target: &OsStr) -> io::Result<()> {
-            std::fs::hard_link(self.path.join(source), self.path.join(target))
-        }
-
-        pub(super) fn rename(&self, source: &OsStr, target: &OsStr) -> io::Result<()> {
-            std::fs::rename(self.path.join(source), self.path.join(target))
-        }
-
-        pub(super) fn unlink(&self, name: &OsStr) -> io::Result<()> {
-            std::fs::remove_file(self.path.join(name))
-        }
-
-        pub(super) fn names(&self) -> io::Result<Vec<OsString>> {
-            std::fs::read_dir(&self.path)?
-                .map(|entry| entry.map(|e| e.file_name()))
-                .collect()
-        }
-    }
-
-    // As the Unix functions of the same names; no modes here.
-    pub(super) fn mkdir(path: &Path, _bits: u32) -> io::Result<()> {
-        std::fs::create_dir(path)
-    }
-
-    pub(super) fn lstat(path: &Path) -> io::Result<Stat> {
-        std::fs::symlink_metadata(path).map(|m| convert(&m))
-    }
-
-    pub(super) fn stat(path: &Path) -> io::Result<Stat> {
-        std::fs::metadata(path).map(|m| convert(&m))
-    }
-
-    pub(super) fn fstat(file: &File) -> io::Result<Stat> {
-        file.metadata().map(|m| convert(&m))
-    }
-
-    /// No uids here.
-    pub(super) fn effective_uid() -> Option<u32> {
-        None
-    }
-
-    /// `ERROR_INVALID_FUNCTION`, `ERROR_NOT_SAME_DEVICE`, `ERROR_NOT_SUPPORTED`.
-    pub(super) fn hard_link_unsupported(e: &io::Error) -> bool {
-        (cfg!(windows) && matches!(e.raw_os_error(), Some(1 | 17 | 50)))
-            || e.kind() == io::ErrorKind::Unsupported
-    }
-
-    /// What [`pin`] reports for a junction, a symbolic link or a non-directory.
-    pub(super) fn refused_directory(e: &io::Error) -> bool {
-        e.kind() == io::ErrorKind::NotADirectory
-    }
-
-    /// No FIFOs here.
-    pub(super) fn no_reader(_e: &io::Error) -> bool {
-        false
     }
 }
