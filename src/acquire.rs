@@ -10,9 +10,11 @@
 //! 2. Wait until it is at the head of the queue and no holder in this process is in its way.
 //!    Waiting here costs nothing: the task is woken by the release or departure that lets it
 //!    in.
-//! 3. Attempt. Success: leave the queue as a holder. Contention (another process): pause for
-//!    the next backoff interval, ending the pause early if a wake-up source fires (today: a
-//!    release in this process), then go to step 2. Any other failure ends the acquisition.
+//! 3. Attempt. Success: leave the queue as a holder. Contention (another process): watch the
+//!    lock for a release (`sys::watch`: on Linux, inotify reports a holder closing the lock
+//!    file or removing its marker) and pause for the next backoff interval, ending the pause
+//!    early if a wake-up source fires (such an event, or a release in this process), then go
+//!    to step 2. Any other failure ends the acquisition.
 //! 4. When the deadline passes, the attempt that ends at the deadline is the last one.
 //!
 //! Cancellation: every resource the loop owns (queue place, timer, in-flight attempt) is
@@ -34,7 +36,7 @@ use async_io::Timer;
 use crate::backoff::{Backoff, Pauses};
 use crate::local::{Local, Ticket};
 use crate::trace::debug;
-use crate::Error;
+use crate::{sys, Error};
 
 /// One kind of lock, as the waiting loop sees it.
 pub(crate) trait LockKind: Send + Sync + 'static {
@@ -75,6 +77,13 @@ pub(crate) trait LockKind: Send + Sync + 'static {
     /// marker from another host).
     fn holder(&self) -> Option<String> {
         None
+    }
+
+    /// Registers with `local` what signals a release elsewhere (`sys::watch`), after an
+    /// attempt found the lock held; whether anything is watched. Kinds without such a signal
+    /// keep the default: their waiters wake on their timer alone.
+    fn watch(&self, _local: &Arc<Local>) -> bool {
+        false
     }
 }
 
@@ -131,6 +140,10 @@ struct Run<K: LockKind> {
     pauses: Pauses,
     /// Backing off after contention.
     pause: Option<Pause>,
+    /// Interest in the process's file-change events while backing off.
+    readiness: sys::watch::Readiness,
+    /// The lock is watched for releases elsewhere.
+    watched: bool,
     sleep: Sleep,
     /// What this acquisition keeps between attempts; moved to the pool and back with an
     /// attempt that runs there.
@@ -227,6 +240,8 @@ impl<K: LockKind> WaitLoop<K> {
             deadline,
             pauses: Pauses::new(self.kind.backoff()),
             pause: None,
+            readiness: Default::default(),
+            watched: false,
             sleep: Sleep {
                 timer: Timer::never(),
                 at: None,
@@ -271,9 +286,15 @@ impl<K: LockKind> WaitLoop<K> {
             }
             let ticket = run.ticket.as_ref().expect("an unfinished run is queued");
             if let Some(pause) = run.pause {
-                // Backing off after contention: until the pause ends, or a release in this
-                // process wakes us.
-                if !run.local.notified(ticket, cx.waker()) {
+                // Backing off after contention: until the pause ends, or a release (in this
+                // process, or one a file-change event reports) wakes us.
+                let mut woken = run.local.notified(ticket, cx.waker());
+                // Events drained here may concern other paths; each poll that drained some
+                // is followed by another, which registers for the next ones.
+                while !woken && sys::watch::poll(&mut run.readiness, cx).is_ready() {
+                    woken = run.local.notified(ticket, cx.waker());
+                }
+                if !woken {
                     let over = match pause {
                         Pause::Until(end) => run.sleep.until(end, cx),
                         Pause::UntilWoken => false,
@@ -339,6 +360,14 @@ impl<K: LockKind> Run<K> {
                 let now = Instant::now();
                 if self.deadline.is_some_and(|d| now >= d) {
                     return Some(Err(self.give_up(kind, limit, Blocker::Os)));
+                }
+                // Re-registered after every contended attempt: the path may name a new file.
+                let watched = kind.watch(&self.local);
+                if watched && !self.watched {
+                    // A release between that attempt and the watch raised no event for us:
+                    // try once more now that one would.
+                    self.watched = true;
+                    return None;
                 }
                 let pause = self.pauses.next_pause();
                 self.pause = Some(Pause::new(now, pause, self.deadline));

@@ -18,10 +18,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::task::Waker;
 
+use crate::sys;
+
 /// The in-process state of one lock path.
 #[derive(Debug, Default)]
 pub(crate) struct Local {
     state: Mutex<State>,
+    /// What wakes the head waiter when the lock changes in another process (see
+    /// `sys::watch`), registered by the head after an attempt found the lock held.
+    watches: Mutex<Vec<sys::watch::Watch>>,
 }
 
 #[derive(Debug, Default)]
@@ -171,6 +176,7 @@ impl Local {
         // Shared holders let a shared waiter behind them in too.
         wake_head(st);
         drop(w);
+        self.unwatch_if_idle();
     }
 
     /// The waiter gave up (timeout, error, or its future was dropped).
@@ -185,6 +191,44 @@ impl Local {
             drop(st);
         }
         drop(removed);
+        self.unwatch_if_idle();
+    }
+
+    /// Something outside this process changed the lock (a holder elsewhere closed the lock
+    /// file or removed its marker): the head waiter tries again now.
+    pub(crate) fn changed(&self) {
+        wake_head(self.state());
+    }
+
+    /// Watches `targets` for changes made elsewhere, replacing earlier watches (a path may
+    /// name a new file since); whether any is watched. Watches are shared by every waiter on
+    /// this path, and dropped once nobody waits.
+    pub(crate) fn watch(self: &Arc<Local>, targets: &[sys::watch::Target<'_>]) -> bool {
+        let mut fresh: Vec<_> = targets
+            .iter()
+            .filter_map(|&t| sys::watch::watch(t, self))
+            .collect();
+        let mut watches = lock(&self.watches);
+        if fresh.len() < targets.len() {
+            // A path that names nothing now (a holder unlinked the lock file it still holds,
+            // to delete it on release) cannot be watched again, but the watch on the file it
+            // named still reports that holder's close: keep the earlier watches too.
+            fresh.append(&mut watches);
+        }
+        // Replaced after the new ones exist, so a watch on an unchanged file stays up.
+        let old = std::mem::replace(&mut *watches, fresh);
+        let any = !watches.is_empty();
+        drop(watches);
+        drop(old);
+        any
+    }
+
+    /// Drops the watches once the queue is empty: nobody needs their events.
+    fn unwatch_if_idle(&self) {
+        if self.state().waiters.is_empty() {
+            let old = std::mem::take(&mut *lock(&self.watches));
+            drop(old);
+        }
     }
 
     /// A holder in this process released its OS lock.

@@ -101,6 +101,14 @@ pub(crate) enum HardHeld {
 }
 
 impl HardHeld {
+    /// Gives the lock up but keeps an OS lock's file open in `keep` for the next attempt.
+    pub(crate) fn unlock_into(self, keep: &mut sys::Keep) {
+        match self {
+            HardHeld::Os(held) => held.unlock_into(keep),
+            HardHeld::Soft(marker) => drop(marker),
+        }
+    }
+
     pub(crate) fn release(self, path: &Path, delete: bool) -> Result<(), Error> {
         match self {
             HardHeld::Os(held) => held.release(path, delete),
@@ -411,7 +419,8 @@ impl Place {
 
 impl LockKind for Hard {
     type Held = HardHeld;
-    type Claim = ();
+    /// The lock file, kept open while the acquisition waits (see `sys::Keep`).
+    type Claim = sys::Keep;
     const ATTEMPT_BLOCKS: bool = sys::ATTEMPT_BLOCKS;
 
     fn prepare(&self) -> Result<Arc<Local>, Error> {
@@ -422,10 +431,10 @@ impl LockKind for Hard {
         self.resolved_path()
     }
 
-    fn attempt(&self, shared: bool, _claim: &mut ()) -> Result<Option<HardHeld>, Error> {
+    fn attempt(&self, shared: bool, keep: &mut sys::Keep) -> Result<Option<HardHeld>, Error> {
         let path = self.resolved_path();
         if !self.soft.load(Ordering::Relaxed) {
-            match sys::try_lock(path, shared, self.options.mode) {
+            match sys::try_lock(path, shared, self.options.mode, keep) {
                 Ok(sys::Attempt::Locked(held)) => return Ok(Some(HardHeld::Os(held))),
                 Ok(sys::Attempt::Contended) => return Ok(None),
                 Err(e) if sys::lacks_flock(&e, self.options.fallback) => {
@@ -454,6 +463,16 @@ impl LockKind for Hard {
 
     fn backoff(&self) -> Backoff {
         self.options.backoff
+    }
+
+    fn watch(&self, local: &Arc<Local>) -> bool {
+        let path = self.resolved_path();
+        let target = if self.soft.load(Ordering::Relaxed) {
+            sys::watch::Target::Removed(path)
+        } else {
+            sys::watch::Target::Closed(path)
+        };
+        local.watch(&[target])
     }
 
     fn holder(&self) -> Option<String> {

@@ -75,10 +75,20 @@ pub(crate) struct RwHard {
     gate_path: PathBuf,
 }
 
+/// What a waiting acquisition of an [`RwFileLock`] keeps between attempts.
+#[derive(Debug, Default)]
+pub(crate) struct RwClaim {
+    /// A waiting writer's exclusive hold on the gate.
+    gate: Option<HardHeld>,
+    /// The gate and data files, kept open so that failed attempts close nothing (a close
+    /// is what waiters in other processes wake on).
+    keep_gate: sys::Keep,
+    keep_data: sys::Keep,
+}
+
 impl LockKind for RwHard {
     type Held = HardHeld;
-    /// A waiting writer's hold on the gate.
-    type Claim = Option<HardHeld>;
+    type Claim = RwClaim;
     const ATTEMPT_BLOCKS: bool = sys::ATTEMPT_BLOCKS;
 
     fn prepare(&self) -> Result<Arc<Local>, Error> {
@@ -90,30 +100,38 @@ impl LockKind for RwHard {
         self.data.path()
     }
 
-    fn attempt(
-        &self,
-        shared: bool,
-        gate: &mut Option<HardHeld>,
-    ) -> Result<Option<HardHeld>, Error> {
+    fn attempt(&self, shared: bool, claim: &mut RwClaim) -> Result<Option<HardHeld>, Error> {
         if shared {
             // Readers pass through the gate only while no writer waits in it.
-            let Some(_pass) = self.gate.attempt(true, &mut ())? else {
+            let Some(pass) = self.gate.attempt(true, &mut claim.keep_gate)? else {
                 return Ok(None);
             };
-            return self.data.attempt(true, &mut ());
+            let held = self.data.attempt(true, &mut claim.keep_data);
+            // Out of the gate either way; kept open while still waiting.
+            pass.unlock_into(&mut claim.keep_gate);
+            return held;
         }
-        if gate.is_none() {
-            match self.gate.attempt(false, &mut ())? {
-                Some(held) => *gate = Some(held),
+        if claim.gate.is_none() {
+            match self.gate.attempt(false, &mut claim.keep_gate)? {
+                Some(held) => claim.gate = Some(held),
                 None => return Ok(None),
             }
         }
-        let held = self.data.attempt(false, &mut ())?;
+        let held = self.data.attempt(false, &mut claim.keep_data)?;
         if held.is_some() {
             // In: the next writer may queue its claim while this one writes.
-            *gate = None;
+            claim.gate = None;
         }
         Ok(held)
+    }
+
+    fn watch(&self, local: &Arc<Local>) -> bool {
+        // A writer leaves the gate when it gets the data file, or when it gives up; holders
+        // leave the data file when they release.
+        local.watch(&[
+            sys::watch::Target::Closed(self.gate.path()),
+            sys::watch::Target::Closed(self.data.path()),
+        ])
     }
 
     fn timeout(&self) -> Option<Duration> {

@@ -496,6 +496,12 @@ impl LockKind for Soft {
         self.backoff
     }
 
+    fn watch(&self, local: &Arc<Local>) -> bool {
+        // A holder's release removes its marker; a takeover of an expired lease or a dead
+        // owner's marker is this waiter's own doing, on its timer.
+        local.watch(&[sys::watch::Target::Removed(self.place.resolved_path())])
+    }
+
     fn holder(&self) -> Option<String> {
         unprobeable_holder(self.place.resolved_path())
     }

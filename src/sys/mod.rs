@@ -4,8 +4,9 @@
 //!
 //! - `ATTEMPT_BLOCKS`: whether an attempt may block the calling thread (then async callers run
 //!   it on the `blocking` crate's thread pool);
-//! - `try_lock(path, shared, mode) -> Result<Attempt, Error>`: one attempt that never waits
-//!   for another holder;
+//! - `try_lock(path, shared, mode, keep) -> Result<Attempt, Error>`: one attempt that never
+//!   waits for another holder; `Keep` is what a waiting acquisition keeps between attempts
+//!   (on Unix, the open lock file);
 //! - `queue_key(path) -> PathBuf`: the name under which locks on an absolute `path` share
 //!   one in-process queue (spellings of one file should map to one key where that is cheap);
 //! - `Held`: the open, locked file; `Held::release(self, path, delete)` unlocks and closes it,
@@ -14,14 +15,15 @@
 //!
 //! Beside them: `marker` (the file operations of soft-lock markers), `exchange` (swapping two
 //! names in one step, where the platform can), `process` (process start tokens and PID
-//! namespaces) and `dir` (directory handles for the soft protocols that work relative to a
-//! directory they opened).
+//! namespaces), `dir` (directory handles for the soft protocols that work relative to a
+//! directory they opened) and `watch` (wake-ups when a lock file is closed or a marker
+//! removed, where the platform can tell).
 
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]
 pub(crate) use unix::{
-    host_name_raw, lacks_flock, process_alive, queue_key, try_lock, Held, ATTEMPT_BLOCKS,
+    host_name_raw, lacks_flock, process_alive, queue_key, try_lock, Held, Keep, ATTEMPT_BLOCKS,
 };
 
 #[cfg(windows)]
@@ -30,7 +32,7 @@ mod windows;
 use windows::harden;
 #[cfg(windows)]
 pub(crate) use windows::{
-    host_name_raw, lacks_flock, process_alive, queue_key, try_lock, Held, ATTEMPT_BLOCKS,
+    host_name_raw, lacks_flock, process_alive, queue_key, try_lock, Held, Keep, ATTEMPT_BLOCKS,
 };
 
 #[cfg(not(any(unix, windows)))]
@@ -39,7 +41,7 @@ mod unsupported;
 use unsupported::harden;
 #[cfg(not(any(unix, windows)))]
 pub(crate) use unsupported::{
-    host_name_raw, lacks_flock, process_alive, queue_key, try_lock, Held, ATTEMPT_BLOCKS,
+    host_name_raw, lacks_flock, process_alive, queue_key, try_lock, Held, Keep, ATTEMPT_BLOCKS,
 };
 
 #[cfg(all(unix, test))]
@@ -71,9 +73,16 @@ pub(crate) use exchange_none::exchange;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 #[path = "process_linux.rs"]
 pub(crate) mod process;
+
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 #[path = "process_fallback.rs"]
 pub(crate) mod process;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[path = "watch_linux.rs"]
+pub(crate) mod watch;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[path = "watch_none.rs"]
+pub(crate) mod watch;
 
 /// The outcome of one attempt that did not fail.
 #[derive(Debug)]

@@ -41,16 +41,44 @@ pub(crate) struct Held {
     owner: u32,
 }
 
-/// Makes one non-blocking attempt to lock `path`.
-pub(crate) fn try_lock(path: &Path, shared: bool, mode: Option<u32>) -> Result<Attempt, Error> {
+/// The lock file a waiting acquisition keeps open between its attempts.
+///
+/// Reopening it for every attempt would close it after every failed one, and a close is
+/// what other waiters watch for (a holder's release): waiters would wake each other in a
+/// storm. Kept open, only holders and departing waiters close it.
+#[derive(Debug)]
+pub(crate) struct Kept {
+    file: File,
+    id: (u64, u64),
+}
+
+/// What an acquisition keeps between attempts (see [`Kept`]).
+pub(crate) type Keep = Option<Kept>;
+
+/// Makes one non-blocking attempt to lock `path`, on the file `keep` holds if it holds one;
+/// on contention, the file is left in `keep` for the next attempt.
+pub(crate) fn try_lock(
+    path: &Path,
+    shared: bool,
+    mode: Option<u32>,
+    keep: &mut Keep,
+) -> Result<Attempt, Error> {
     for _ in 0..REPLACED_RETRIES {
-        let Some((fd, st, created)) = open(path, mode)? else {
-            return Ok(Attempt::Contended);
+        let (file, id, created) = match keep.take() {
+            Some(kept) => (kept.file, kept.id, false),
+            None => {
+                let Some((fd, st, created)) = open(path, mode)? else {
+                    return Ok(Attempt::Contended);
+                };
+                (File::from(fd), file_id(&st), created)
+            }
         };
-        let file = File::from(fd);
         match lock_nb_at(&file, shared, path) {
             Ok(true) => {}
-            Ok(false) => return Ok(Attempt::Contended),
+            Ok(false) => {
+                *keep = Some(Kept { file, id });
+                return Ok(Attempt::Contended);
+            }
             Err(e) => {
                 // Do not leave behind a file this attempt created for a lock it could not
                 // take (a soft lock falling back on this path would read it as a holder).
@@ -60,14 +88,14 @@ pub(crate) fn try_lock(path: &Path, shared: bool, mode: Option<u32>) -> Result<A
                 return Err(Error::io(path, e));
             }
         }
-        // The file may have been unlinked or replaced between our open and our lock (a holder
-        // releasing with delete-on-release, or a third party). Then we hold a lock nobody else
-        // will ever see: drop it and open what the path names now.
+        // The file may have been unlinked or replaced since we opened it (a holder
+        // releasing with delete-on-release, or a third party). Then we hold a lock nobody
+        // else will ever see: drop it and open what the path names now.
         match rustix::fs::lstat(path) {
-            Ok(now) if file_id(&now) == file_id(&st) => {
+            Ok(now) if file_id(&now) == id => {
                 return Ok(Attempt::Locked(Held {
                     file,
-                    id: file_id(&st),
+                    id,
                     owner: std::process::id(),
                 }))
             }
@@ -79,6 +107,17 @@ pub(crate) fn try_lock(path: &Path, shared: bool, mode: Option<u32>) -> Result<A
 }
 
 impl Held {
+    /// Unlocks and keeps the file open in `keep`, for an acquisition that goes on waiting
+    /// (closing it would wake other waiters for nothing).
+    pub(crate) fn unlock_into(self, keep: &mut Keep) {
+        if self.owner == std::process::id() && self.file.unlock().is_ok() {
+            *keep = Some(Kept {
+                file: self.file,
+                id: self.id,
+            });
+        }
+    }
+
     /// Unlocks and closes; with `delete`, first removes the path if it still names this file.
     pub(crate) fn release(self, path: &Path, delete: bool) -> Result<(), Error> {
         if self.owner != std::process::id() {

@@ -12,7 +12,15 @@ pub(crate) const ATTEMPT_BLOCKS: bool = false;
 #[derive(Debug)]
 pub(crate) enum Held {}
 
-pub(crate) fn try_lock(path: &Path, _shared: bool, _mode: Option<u32>) -> Result<Attempt, Error> {
+/// What an acquisition keeps between attempts: nothing.
+pub(crate) type Keep = ();
+
+pub(crate) fn try_lock(
+    path: &Path,
+    _shared: bool,
+    _mode: Option<u32>,
+    _keep: &mut Keep,
+) -> Result<Attempt, Error> {
     let e = io::Error::new(
         io::ErrorKind::Unsupported,
         "file locks are not supported on this platform",
@@ -21,6 +29,10 @@ pub(crate) fn try_lock(path: &Path, _shared: bool, _mode: Option<u32>) -> Result
 }
 
 impl Held {
+    pub(crate) fn unlock_into(self, _keep: &mut Keep) {
+        match self {}
+    }
+
     pub(crate) fn release(self, _path: &Path, _delete: bool) -> Result<(), Error> {
         match self {}
     }

@@ -48,7 +48,17 @@ pub(crate) fn queue_key(path: &Path) -> PathBuf {
     path.to_path_buf()
 }
 
-pub(crate) fn try_lock(path: &Path, shared: bool, _mode: Option<u32>) -> Result<Attempt, Error> {
+/// What an acquisition keeps between attempts: nothing. Windows has no close notification
+/// this crate watches, so reopening costs no wake-up storm, and a handle kept open (without
+/// `FILE_SHARE_DELETE`) would stop a holder's delete-on-release.
+pub(crate) type Keep = ();
+
+pub(crate) fn try_lock(
+    path: &Path,
+    shared: bool,
+    _mode: Option<u32>,
+    _keep: &mut Keep,
+) -> Result<Attempt, Error> {
     let Some(file) = open(path)? else {
         return Ok(Attempt::Contended);
     };
@@ -65,6 +75,11 @@ pub(crate) fn try_lock(path: &Path, shared: bool, _mode: Option<u32>) -> Result<
 }
 
 impl Held {
+    /// Releases the lock; Windows keeps nothing between attempts (see [`Keep`]).
+    pub(crate) fn unlock_into(self, _keep: &mut Keep) {
+        drop(self);
+    }
+
     /// Unlocks and closes; with `delete`, then tries to remove the file.
     ///
     /// Never fails on Windows: closing the handle releases the lock whatever `UnlockFile`

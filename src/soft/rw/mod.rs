@@ -151,6 +151,14 @@ impl LockKind for SoftRw {
         self.timeout
     }
 
+    fn watch(&self, local: &Arc<Local>) -> bool {
+        // Every change of membership is a new generation in `<lock>.rw/gen`.
+        let mut gen = self.place.resolved_path().as_os_str().to_owned();
+        gen.push(".rw");
+        let gen = PathBuf::from(gen).join("gen");
+        local.watch(&[sys::watch::Target::Added(&gen)])
+    }
+
     fn backoff(&self) -> Backoff {
         self.backoff
     }
