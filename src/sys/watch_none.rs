@@ -9,6 +9,7 @@ use crate::local::Local;
 
 /// What a waiter waits for (see the Linux module).
 #[derive(Debug, Clone, Copy)]
+#[allow(dead_code)] // the paths are read where the platform can watch them
 pub(crate) enum Target<'a> {
     Closed(&'a Path),
     Removed(&'a Path),
