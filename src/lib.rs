@@ -7,7 +7,9 @@
 //! - `lock.acquire().await` works under tokio, smol, `futures_lite::future::block_on` or any
 //!   other executor; the crate depends on no runtime and needs no feature flag per runtime.
 //! - Waiting never blocks a runtime thread: each attempt is a non-blocking OS lock request,
-//!   and between attempts the task sleeps on a timer with a configurable [`Backoff`].
+//!   and between attempts the task sleeps until a release wakes it (on Linux, inotify tells
+//!   it when a holder in another process closes the lock file; see
+//!   [Wake-ups](#wake-ups)) or, at the latest, until its [`Backoff`] timer fires.
 //! - Dropping the future at any point leaves nothing behind (see [Cancellation](#cancellation)).
 //! - Inside one process, waiters queue in order, only the first touches the file, and a
 //!   release wakes the next waiter at once.
@@ -143,11 +145,29 @@
 //!   the release of a killed process's lock may lag.
 //! - **Elsewhere**: acquisition fails with [`ErrorKind::Unsupported`].
 //!
+//! # Wake-ups
+//!
+//! A waiter whose attempt found the lock held in another process sleeps until one of:
+//!
+//! - a release in this process (the in-process queue wakes the next waiter at once);
+//! - on Linux, an inotify event on the lock: the lock file closed (hard locks and the gate
+//!   of [`RwFileLock`]), the marker removed (soft locks), a new generation (for
+//!   [`SoftRwLock`]). One inotify instance serves the process and one watch each path,
+//!   whatever the number of waiters;
+//! - its [`Backoff`] timer, the upper bound, for what raises no event: a holder that unlocks
+//!   without closing, a change made on another host of a network file system, an expired
+//!   lease.
+//!
+//! A waiting acquisition keeps its lock file open between attempts, so its failed attempts
+//! close nothing and waiters in different processes do not wake each other. Elsewhere than
+//! Linux, waiters sleep on the timer alone.
+//!
 //! # Implementation
 //!
-//! The timers come from [`async-io`](https://docs.rs/async-io), which runs its own reactor
-//! thread when no `async-io` executor drives it. That is why the same future works under
-//! tokio (even a current-thread runtime without the time driver) and under smol.
+//! The timers and the inotify instance come from [`async-io`](https://docs.rs/async-io),
+//! which runs its own reactor thread when no `async-io` executor drives it. That is why the
+//! same future works under tokio (even a current-thread runtime without the time driver)
+//! and under smol, and why the blocking wrappers get the same wake-ups.
 //!
 //! # Logging
 //!

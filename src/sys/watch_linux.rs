@@ -74,18 +74,21 @@ struct Entry {
     local: Weak<Local>,
 }
 
-/// The process's inotify instance; `None` where inotify is unavailable (then waiters poll).
+/// The process's inotify instance; `None` while inotify is unavailable (then waiters poll).
+/// A failure (out of descriptors, say) is not remembered: a later waiter tries again.
 fn watcher() -> Option<&'static Watcher> {
-    static WATCHER: OnceLock<Option<Watcher>> = OnceLock::new();
-    WATCHER
-        .get_or_init(|| {
-            let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK).ok()?;
-            Some(Watcher {
-                fd: Async::new(fd).ok()?,
-                table: Mutex::default(),
-            })
-        })
-        .as_ref()
+    static WATCHER: OnceLock<Watcher> = OnceLock::new();
+    if let Some(w) = WATCHER.get() {
+        return Some(w);
+    }
+    let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK).ok()?;
+    let made = Watcher {
+        fd: Async::new(fd).ok()?,
+        table: Mutex::default(),
+    };
+    // Another thread may have made one meanwhile: theirs stays, ours is closed.
+    let _ = WATCHER.set(made);
+    WATCHER.get()
 }
 
 /// Registers `local` to be woken by changes to `target`. `None` if nothing can watch it
