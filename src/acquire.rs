@@ -28,7 +28,7 @@ use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use async_io::Timer;
@@ -209,10 +209,21 @@ impl<K: LockKind> WaitLoop<K> {
         }
     }
 
-    /// Runs attempts on the thread that polls.
-    pub(crate) fn inline(mut self) -> WaitLoop<K> {
+    /// Runs the acquisition on the calling thread, attempts included (the blocking wrappers
+    /// do this: their caller asked to block).
+    ///
+    /// The first poll runs without any executor: uncontended, that is the whole acquisition.
+    /// A wait then runs under async-io's `block_on`, which drives the reactor on this thread
+    /// when no other thread does, so a wake-up reaches the waiter without a hop through
+    /// async-io's own thread. (Entering it costs a wake-up of that thread on return, which
+    /// is why the uncontended path does not.)
+    pub(crate) fn block(mut self) -> Result<K::Held, Error> {
         self.inline = true;
-        self
+        let mut cx = Context::from_waker(Waker::noop());
+        if let Poll::Ready(done) = Pin::new(&mut self).poll(&mut cx) {
+            return done;
+        }
+        async_io::block_on(self)
     }
 
     pub(crate) fn kind(&self) -> &Arc<K> {
@@ -289,6 +300,22 @@ impl<K: LockKind> WaitLoop<K> {
                 // Backing off after contention: until the pause ends, or a release (in this
                 // process, or one a file-change event reports) wakes us.
                 let mut woken = run.local.notified(ticket, cx.waker());
+                if !woken && self.inline && run.watched {
+                    // A caller that asked to block waits in the kernel for the watch's
+                    // events itself, until the pause ends: the wake-up then reaches it
+                    // without a hop through the reactor's thread. (A release in this process
+                    // raises an event too.)
+                    let end = match pause {
+                        Pause::Until(end) => Some(end),
+                        Pause::UntilWoken => None,
+                    };
+                    while !woken && end.is_none_or(|end| Instant::now() < end) {
+                        sys::watch::wait(end);
+                        woken = run.local.notified(ticket, cx.waker());
+                    }
+                    // Woken, or the pause is over: attempt.
+                    woken = true;
+                }
                 // Events drained here may concern other paths; each poll that drained some
                 // is followed by another, which registers for the next ones.
                 while !woken && sys::watch::poll(&mut run.readiness, cx).is_ready() {
@@ -369,7 +396,13 @@ impl<K: LockKind> Run<K> {
                     self.watched = true;
                     return None;
                 }
-                let pause = self.pauses.next_pause();
+                // Watched, the timer is only the fallback for releases that raise no event:
+                // skip the short pauses that polling needs.
+                let pause = if watched {
+                    self.pauses.fallback_pause()
+                } else {
+                    self.pauses.next_pause()
+                };
                 self.pause = Some(Pause::new(now, pause, self.deadline));
                 debug!(path = ?kind.path(), delay = ?pause, "lock held elsewhere, waiting");
                 None

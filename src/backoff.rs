@@ -121,6 +121,18 @@ impl Pauses {
     pub(crate) fn next_pause(&mut self) -> Duration {
         let full = self.next;
         self.next = full.saturating_mul(2).min(self.spec.max);
+        self.jittered(full)
+    }
+
+    /// The longest pause (jittered like the others), for a waiter that a wake-up source
+    /// will wake at a release: the timer only bounds how long a release that raises no
+    /// event can go unnoticed.
+    pub(crate) fn fallback_pause(&mut self) -> Duration {
+        self.next = self.spec.max;
+        self.jittered(self.spec.max)
+    }
+
+    fn jittered(&self, full: Duration) -> Duration {
         if self.spec.jitter {
             let half = full / 2;
             let nanos = u64::try_from(full.as_nanos() - half.as_nanos()).unwrap_or(u64::MAX);

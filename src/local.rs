@@ -176,7 +176,6 @@ impl Local {
         // Shared holders let a shared waiter behind them in too.
         wake_head(st);
         drop(w);
-        self.unwatch_if_idle();
     }
 
     /// The waiter gave up (timeout, error, or its future was dropped).
@@ -191,7 +190,6 @@ impl Local {
             drop(st);
         }
         drop(removed);
-        self.unwatch_if_idle();
     }
 
     /// Something outside this process changed the lock (a holder elsewhere closed the lock
@@ -203,7 +201,9 @@ impl Local {
 
     /// Watches `targets` for changes made elsewhere, replacing earlier watches (a path may
     /// name a new file since); whether any is watched. Watches are shared by every waiter on
-    /// this path, and dropped once nobody waits.
+    /// this path, and kept while the path's lock objects live: removing a watch costs more
+    /// than the events it may still report (inotify coalesces a file's repeated closes into
+    /// one pending event, and a waiter drains them).
     pub(crate) fn watch(self: &Arc<Local>, targets: &[sys::watch::Target<'_>]) -> bool {
         let mut fresh: Vec<_> = targets
             .iter()
@@ -222,14 +222,6 @@ impl Local {
         drop(watches);
         drop(old);
         any
-    }
-
-    /// Drops the watches once the queue is empty: nobody needs their events.
-    fn unwatch_if_idle(&self) {
-        if self.state().waiters.is_empty() {
-            let old = std::mem::take(&mut *lock(&self.watches));
-            drop(old);
-        }
     }
 
     /// A holder in this process released its OS lock.

@@ -326,11 +326,7 @@ impl FileLock {
         shared: bool,
         limit: Limit,
     ) -> Result<FileLockGuard, Error> {
-        let wait = WaitLoop::new(self.hard.clone(), shared, limit).inline();
-        // futures-lite's block_on parks this thread with a cached parker; timers still fire,
-        // from async-io's own thread. (async-io's block_on would also drive the reactor here,
-        // at the price of waking that thread on every return, once per acquisition.)
-        let held = futures_lite::future::block_on(wait)?;
+        let held = WaitLoop::new(self.hard.clone(), shared, limit).block()?;
         Ok(FileLockGuard::new(self.hard.clone(), held, shared))
     }
 }

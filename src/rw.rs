@@ -252,8 +252,7 @@ impl RwFileLock {
     }
 
     fn acquire_inline(&self, shared: bool, limit: Limit) -> Result<FileLockGuard, Error> {
-        let wait = WaitLoop::new(self.kind.clone(), shared, limit).inline();
-        let held = futures_lite::future::block_on(wait)?;
+        let held = WaitLoop::new(self.kind.clone(), shared, limit).block()?;
         Ok(FileLockGuard::new(self.kind.data.clone(), held, shared))
     }
 

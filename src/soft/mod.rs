@@ -521,7 +521,7 @@ impl Soft {
     }
 
     fn inline(self: &Arc<Self>, limit: Limit) -> Result<SoftHeld, Error> {
-        futures_lite::future::block_on(WaitLoop::new(self.clone(), false, limit).inline())
+        WaitLoop::new(self.clone(), false, limit).block()
     }
 
     /// The path operations use: resolved if the lock has been used, else as given.

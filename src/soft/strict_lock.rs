@@ -177,8 +177,8 @@ impl StrictSoftFileLock {
     }
 
     pub(crate) fn acquire_blocking(&self, limit: Limit) -> Result<StrictSoftFileLockGuard, Error> {
-        let wait = WaitLoop::new(self.kind.clone(), false, limit).inline();
-        futures_lite::future::block_on(wait)
+        WaitLoop::new(self.kind.clone(), false, limit)
+            .block()
             .map(|held| StrictSoftFileLockGuard::new(self.kind.clone(), held))
     }
 

@@ -23,8 +23,10 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use async_io::{Async, Readable};
+use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
 use rustix::io::Errno;
 
@@ -163,6 +165,30 @@ pub(crate) fn poll(readiness: &mut Readiness, cx: &mut Context<'_>) -> Poll<()> 
             return Poll::Ready(());
         }
         // Another waiter drained the events first: wait for the next ones.
+    }
+}
+
+/// Blocks the calling thread until the instance has events or `until` passes, then
+/// delivers what arrived (as [`poll`] does). For waiters that asked to block: the kernel
+/// wakes this thread itself, without a hop through the reactor's thread. Waits at most a
+/// few milliseconds at a time, so a wake-up delivered by another thread that drained the
+/// events first is seen soon after.
+pub(crate) fn wait(until: Option<Instant>) {
+    let Some(w) = watcher() else {
+        return;
+    };
+    let slice = until
+        .map_or(Duration::MAX, |u| {
+            u.saturating_duration_since(Instant::now())
+        })
+        .min(Duration::from_millis(10));
+    let timeout = Timespec::try_from(slice).unwrap_or(Timespec {
+        tv_sec: 0,
+        tv_nsec: 10_000_000,
+    });
+    let mut fds = [PollFd::new(w.fd.get_ref(), PollFlags::IN)];
+    if matches!(rustix::event::poll(&mut fds, Some(&timeout)), Ok(n) if n > 0) {
+        w.drain();
     }
 }
 

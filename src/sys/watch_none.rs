@@ -32,3 +32,7 @@ pub(crate) fn watch(_target: Target<'_>, _local: &Arc<Local>) -> Option<Watch> {
 pub(crate) fn poll(_readiness: &mut Readiness, _cx: &mut Context<'_>) -> Poll<()> {
     Poll::Pending
 }
+
+/// Nothing to wait for: returns at once (callers only wait when something is watched,
+/// which never happens here).
+pub(crate) fn wait(_until: Option<std::time::Instant>) {}

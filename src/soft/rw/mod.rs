@@ -369,8 +369,7 @@ impl SoftRwLock {
     }
 
     fn acquire_inline(&self, shared: bool, limit: Limit) -> Result<Hold, Error> {
-        let wait = WaitLoop::new(self.kind.clone(), shared, limit).inline();
-        let held = futures_lite::future::block_on(wait)?;
+        let held = WaitLoop::new(self.kind.clone(), shared, limit).block()?;
         Ok(Hold::new(self.kind.clone(), held, shared))
     }
 
