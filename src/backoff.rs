@@ -7,9 +7,12 @@ use crate::Error;
 /// The pause between two attempts while another process holds the lock.
 ///
 /// Waiting in the same process needs no backoff: a release here wakes the next waiter at once.
-/// The backoff only paces attempts against holders in *other* processes, whose release this
-/// process cannot observe directly. A shorter pause notices a release sooner; a longer one
-/// costs less CPU while waiting.
+/// The backoff only paces attempts against holders in *other* processes. Where this process
+/// can watch the lock for their releases (Linux, see the crate's
+/// [Wake-ups](crate#wake-ups)), a release wakes the waiter at once too, and the backoff is
+/// only the fallback for releases that raise no event: a watched waiter pauses for the
+/// longest interval straight away. Elsewhere the backoff decides how soon a release is
+/// noticed: a shorter pause notices it sooner, a longer one costs less CPU while waiting.
 ///
 /// The default, [`Backoff::default()`], is exponential from 1 ms up to 50 ms with jitter: a
 /// short critical section in another process is noticed within about a millisecond, a long
