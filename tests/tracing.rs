@@ -121,6 +121,9 @@ fn an_endless_backoff_waits_instead_of_spinning() {
             .unwrap_err();
         assert_eq!(err.kind(), async_filelock::ErrorKind::Timeout);
     });
+    // The first attempt, one more once the lock is watched for releases (where the platform
+    // can watch it: a release in between raised no event), and the last one at the deadline.
+    let watched = cfg!(any(target_os = "linux", target_os = "android"));
     let attempts = find(&lines, "attempting lock").len();
-    assert_eq!(attempts, 2, "{lines:#?}");
+    assert_eq!(attempts, if watched { 3 } else { 2 }, "{lines:#?}");
 }
