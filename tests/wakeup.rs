@@ -137,6 +137,29 @@ fn take(
     })
 }
 
+/// Waits until the process has an inotify watch (its `/proc/<pid>/fdinfo` lists one): from
+/// then on, a release raises an event it will see.
+fn wait_for_watch(process: &Proc) {
+    let fdinfo = format!("/proc/{}/fdinfo", process.id());
+    let start = Instant::now();
+    loop {
+        let watching = std::fs::read_dir(&fdinfo).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                std::fs::read_to_string(e.path()).is_ok_and(|info| info.contains("inotify wd:"))
+            })
+        });
+        if watching {
+            return;
+        }
+        // Polling for a state with a bound: a hang detector, not a way to order steps.
+        assert!(
+            start.elapsed() < child::PROMPT,
+            "the waiter never watched the lock"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// A holder in one process, a waiter with a one-minute backoff in another: the release
 /// wakes the waiter.
 fn woken(kind: &str, mode: Mode) {
@@ -149,8 +172,9 @@ fn woken(kind: &str, mode: Mode) {
         &[("kind", &kind), ("path", &path), ("mode", &mode.name())],
     );
     waiter.expect("BLOCKED");
-    // Let the waiter settle into its pause (if it has not yet, it still acquires, at once).
-    std::thread::sleep(Duration::from_millis(200));
+    // Once the waiter watches the lock, the release raises an event it will see, whether it
+    // is already in its pause or about to enter it.
+    wait_for_watch(&waiter);
     holder.send("RELEASE");
     holder.expect("RELEASED");
     let line = waiter.next_line();
@@ -271,8 +295,8 @@ mod storm {
                 .collect();
             for w in &mut waiters {
                 w.expect("BLOCKED");
+                wait_for_watch(w);
             }
-            std::thread::sleep(Duration::from_millis(500));
             holder.send("RELEASE");
             holder.expect("RELEASED");
             for w in &mut waiters {
