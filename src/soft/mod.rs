@@ -28,6 +28,23 @@ pub(crate) fn python_filelock() -> bool {
     ok
 }
 
+/// Runs `python3 -c script args...` for the unit tests and returns what it printed; fails
+/// the test with Python's stderr if the script failed.
+#[cfg(all(test, unix))]
+pub(crate) fn python_output<A: AsRef<std::ffi::OsStr>>(script: &str, args: &[A]) -> String {
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 use std::fmt;
 use std::future::Future;
 use std::path::Path;

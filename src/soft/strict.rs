@@ -1764,17 +1764,9 @@ lock.release()
 ";
 
     fn python_try(path: &Path) -> String {
-        let out = Command::new("python3")
-            .args(["-c", PY_TRY])
-            .arg(path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        crate::soft::python_output(PY_TRY, &[path])
+            .trim()
+            .to_owned()
     }
 
     fn python_hold(path: &Path, mode: Option<u32>) -> std::process::Child {
@@ -1867,16 +1859,7 @@ for _ in range(int(sys.argv[3])):
         let path = lock_in(&dir);
         let strict = Strict::new(path.clone(), None);
         let held = strict.attempt().unwrap().unwrap();
-        let out = Command::new("python3")
-            .args(["-c", PY_CLAIMS])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = crate::soft::python_output(PY_CLAIMS, &[&path]);
         let start = own_start().map_or("None".to_owned(), |t| t.to_string());
         let want: Vec<String> = std::iter::once("None".to_owned())
             .chain(strict.claims().unwrap().iter().map(|c| {
@@ -1894,13 +1877,7 @@ for _ in range(int(sys.argv[3])):
                 )
             }))
             .collect();
-        assert_eq!(
-            String::from_utf8(out.stdout)
-                .unwrap()
-                .lines()
-                .collect::<Vec<_>>(),
-            want
-        );
+        assert_eq!(out.lines().collect::<Vec<_>>(), want);
         drop(held);
     }
 

@@ -1588,18 +1588,9 @@ else:
     }
 
     fn python_try(lock: &Path, mode: &str) -> String {
-        let out = Command::new("python3")
-            .args(["-c", PY_TRY])
-            .arg(lock)
-            .arg(mode)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        crate::soft::python_output(PY_TRY, &[lock.as_os_str(), mode.as_ref()])
+            .trim()
+            .to_owned()
     }
 
     #[test]
@@ -1644,21 +1635,9 @@ h = parse_snapshot(head[len(epoch):])
 print(s.generation, s.writer == token, sorted(s.readers), h.generation)
 print(holder_lease(open(root + '/holders/' + token, 'rb').read()))
 ";
-        let out = Command::new("python3")
-            .args(["-c", script])
-            .arg(canonical(&lock))
-            .arg(w.token())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(
-            String::from_utf8(out.stdout).unwrap(),
-            "1 True [] 1\n90.0\n"
-        );
+        let root = canonical(&lock);
+        let out = crate::soft::python_output(script, &[root.as_os_str(), w.token().as_ref()]);
+        assert_eq!(out, "1 True [] 1\n90.0\n");
         w.leave().unwrap();
         // Python's timed-out contenders left nothing behind; it gets in now.
         assert_eq!(python_try(&lock, "read"), "acquired 3");
