@@ -1624,8 +1624,12 @@ else:
         // Python's own reader of the log and of our records.
         let script = "
 import sys
-from filelock._soft_rw._protocol import GenerationLog, parse_snapshot, holder_lease
-from filelock._soft_rw._storage import OsFiles
+try:  # filelock 4.3 moved the soft read/write internals
+    from filelock._soft._read_write._generations import GenerationLog, parse_snapshot
+    from filelock._soft._read_write._storage import OsFiles, holder_lease
+except ImportError:  # filelock 4.2
+    from filelock._soft_rw._protocol import GenerationLog, parse_snapshot, holder_lease
+    from filelock._soft_rw._storage import OsFiles
 lock, root, token = sys.argv[1], sys.argv[1] + '.rw', sys.argv[2]
 s = GenerationLog(OsFiles(lock), lock, root).latest()
 head = open(root + '/gen/HEAD', 'rb').read()
