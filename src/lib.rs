@@ -202,6 +202,7 @@ mod acquire;
 mod backoff;
 pub mod blocking;
 mod error;
+mod fault;
 mod guard;
 mod local;
 mod lock;

@@ -82,7 +82,10 @@ pub(crate) fn create(
             Err(e) => return Err(create_error(path, e)),
         }
     };
-    finish(path, file, mode, record).map(Some)
+    crate::fault::point("soft.created");
+    let marker = finish(path, file, mode, record)?;
+    crate::fault::point("soft.written");
+    Ok(Some(marker))
 }
 
 fn not_writable(path: &Path, e: io::Error) -> Error {
@@ -195,8 +198,9 @@ pub(crate) fn take_over(
         abandon(marker, false);
         return Ok(None);
     }
+    crate::fault::point("soft.break.before-exchange");
     match crate::sys::exchange(&aside, path) {
-        Ok(true) => {}
+        Ok(true) => crate::fault::point("soft.break.exchanged"),
         Ok(false) | Err(_) => {
             abandon(marker, false);
             return Ok(None);

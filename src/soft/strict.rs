@@ -270,6 +270,7 @@ impl Strict {
             }
         }
         drop(directory);
+        crate::fault::point("strict.intent-published");
 
         let claims = read_claims(lock, claim_directory, Scan::Contend)?;
         if claims.iter().any(|c| c.state == ClaimState::Held)
@@ -293,6 +294,7 @@ impl Strict {
             return Err(Error::io(lock, e));
         }
         drop(directory);
+        crate::fault::point("strict.held-linked");
 
         let claims = read_claims(lock, claim_directory, Scan::Contend)?;
         let listed = |name: &str| claims.iter().any(|c| c.name == name);
@@ -1171,6 +1173,7 @@ fn publish(directory: &imp::Dir, public: &OsStr, mode: u32, record: &[u8]) -> Re
     let (published, id) = match imp::fstat(&file) {
         Ok(stat) => {
             let written = file.write_all(record).map_err(Publish::Failed);
+            crate::fault::point("strict.private-written");
             let linked =
                 written.and_then(|()| link_private_record(directory, &private, public, stat.id));
             (linked, Some(stat.id))

@@ -534,10 +534,12 @@ fn publish(
         Err(fault) if fault.is_not_found() => return Ok(false),
         Err(fault) => return Err(fault),
     }
+    crate::fault::point("rw.commit-written");
     let placed = match place {
         Place::Link => files.link(Area::Generations, &temporary, target),
         Place::Replace => files.replace(Area::Generations, &temporary, target),
     };
+    crate::fault::point("rw.commit-placed");
     // As Python's `finally`: a failure to remove the temporary wins.
     files.unlink(Area::Generations, &temporary)?;
     placed
