@@ -30,7 +30,7 @@
 //!     record of the library's size, remove it, close: the floor of a soft lock.
 //!   - `soft_async_block_on`, `soft_try_acquire`: `SoftFileLock`, guard dropped.
 //!   - `lease_async_block_on`, `lease_try_acquire`: `SoftFileLease` (30 s duration), guard
-//!     dropped: also advances the `.fence` file and starts and stops the heartbeat thread.
+//!     dropped: also advances the `.fence` counter and starts and stops the heartbeat thread.
 //!
 //!   `scripts/bench_python_soft.py` times Python filelock's `SoftFileLock` and
 //!   `SoftFileLease` the same way, for comparison.

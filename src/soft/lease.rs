@@ -7,15 +7,17 @@
 //! than one interval of the lease is left. The first loss is reported once: stored for the
 //! holder to poll, and passed to the callback.
 
+use std::ffi::OsStr;
 use std::fmt;
 use std::fs::{File, FileTimes};
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle, ThreadId};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::soft::marker::{side_name, Marker};
+use crate::soft::marker::Marker;
+use crate::sys::dir;
 use crate::sys::marker as fs;
 use crate::Error;
 
@@ -219,6 +221,7 @@ impl Heartbeat {
         let mut missing = false;
         let name = format!("filelock-lease-{}", std::process::id());
         Heartbeat::spawn(name, beat.interval, move || {
+            crate::fault::point("lease.heartbeat");
             let (reason, error) = match refresh(&beat.path, &file, id) {
                 Outcome::Ok => {
                     last_success = Instant::now();
@@ -283,49 +286,81 @@ impl Drop for Heartbeat {
     }
 }
 
-/// The name of the fencing counter beside the lock: `<lock>.fence`.
+/// The name of the fencing counter beside the lock: the directory `<lock>.fence`.
 pub(crate) fn fence_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".fence");
     PathBuf::from(name)
 }
 
-/// Advances the fencing counter beside `path` and returns the new value. Only the holder of
-/// the lease calls this, so successive holders see strictly increasing values. The counter
-/// is replaced by a rename, so a reader never sees half a number.
-pub(crate) fn next_fence(path: &Path) -> Result<u64, Error> {
+/// How many times [`next_fence`] rescans after losing a race for a value before it reports
+/// the counter as unusable: each loss means another holder advanced it meanwhile, which only a
+/// holder that stalled while it was taken over can see, and then only a few times.
+const FENCE_RACES: u32 = 64;
+
+/// Advances the fencing counter beside `path` and returns the new value, strictly above every
+/// value any holder has ever been given for the path.
+///
+/// The counter is the directory `<lock>.fence` holding empty files named by values in
+/// 20-digit decimal. Advancing it creates the file named one above the largest present with
+/// `O_EXCL`, so two holders can never be given the same value and a value, once given, is
+/// never given again — even by a holder that stalled between reading the counter and
+/// advancing it while a successor took the lease over (a read-then-replace counter would let
+/// that holder roll it back below its successor's value). The caller checks afterwards that
+/// the lease is still its own. Files below the new value are pruned; the largest never is.
+/// `mode` is the lock's marker mode: the directory gets it plus a search bit for each read bit.
+pub(crate) fn next_fence(path: &Path, mode: u32) -> Result<u64, Error> {
     let counter = fence_path(path);
-    let previous = match std::fs::symlink_metadata(&counter) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
-        Err(e) => return Err(Error::io(&counter, e)),
-        Ok(meta) if !meta.is_file() => {
-            return Err(Error::protocol(
-                &counter,
-                "the fencing counter is not a regular file",
-            ))
-        }
-        Ok(_) => {
-            let mut text = String::new();
-            fs::open_read(&counter)
-                .and_then(|f| f.take(64).read_to_string(&mut text))
-                .map_err(|e| Error::io(&counter, e))?;
-            text.trim().parse::<u64>().map_err(|_| {
-                Error::protocol(&counter, "the fencing counter does not hold a number")
-            })?
+    let refused = |e: io::Error| {
+        if dir::refused_directory(&e) {
+            Error::protocol(&counter, "the fencing counter is not a directory")
+        } else {
+            Error::io(&counter, e)
         }
     };
-    let next = previous
-        .checked_add(1)
-        .ok_or_else(|| Error::protocol(&counter, "the fencing counter is exhausted"))?;
-    let temp = side_name(&counter, "tmp");
-    let written = fs::create(&temp, 0o644).and_then(|mut f| {
-        use std::io::Write;
-        f.write_all(format!("{next}\n").as_bytes())
-    });
-    let renamed = written.and_then(|()| std::fs::rename(&temp, &counter));
-    if let Err(e) = renamed {
-        let _ = std::fs::remove_file(&temp);
-        return Err(Error::io(&counter, e));
+    let bits = mode | ((mode & 0o444) >> 2);
+    match dir::mkdir(&counter, bits) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io(&counter, e)),
     }
-    Ok(next)
+    let directory = dir::Dir::open(&counter).map_err(refused)?;
+    for _ in 0..FENCE_RACES {
+        let names = directory.names().map_err(refused)?;
+        let values: Vec<(u64, &OsStr)> = names
+            .iter()
+            .filter_map(|name| Some((fence_value(name)?, name.as_os_str())))
+            .collect();
+        let largest = values.iter().map(|(v, _)| *v).max().unwrap_or(0);
+        crate::fault::point("lease.fence-read");
+        let next = largest
+            .checked_add(1)
+            .ok_or_else(|| Error::protocol(&counter, "the fencing counter is exhausted"))?;
+        match directory.create_write_only(OsStr::new(&format!("{next:020}")), 0o644) {
+            Ok(_) => {
+                for (value, name) in values {
+                    if value < next {
+                        // Best effort: a value left behind only costs a directory entry.
+                        let _ = directory.unlink(name);
+                    }
+                }
+                return Ok(next);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(refused(e)),
+        }
+    }
+    Err(Error::protocol(
+        &counter,
+        "the fencing counter kept advancing under this holder",
+    ))
+}
+
+/// The value a fencing counter entry stands for: exactly 20 ASCII digits.
+fn fence_value(name: &OsStr) -> Option<u64> {
+    let name = name.to_str()?;
+    if name.len() != 20 || !name.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    name.parse().ok()
 }

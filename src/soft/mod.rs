@@ -463,7 +463,8 @@ impl LockKind for Soft {
             marker: Some(marker),
             lease: None,
         };
-        let fence = match lease::next_fence(path) {
+        crate::fault::point("lease.before-fence");
+        let fence = match lease::next_fence(path, self.mode.unwrap_or(marker::DEFAULT_MODE)) {
             Ok(fence) => fence,
             Err(e) => {
                 let _ = held.release();
@@ -846,8 +847,9 @@ impl fmt::Debug for SoftFileLockGuard {
 /// [`SoftFileLeaseGuard::compromise`], the [`on_compromise`](SoftFileLeaseBuilder::on_compromise)
 /// callback, and [`SoftFileLease::compromise`] (which outlives the release). To make a
 /// resource reject a superseded holder, pass it [`SoftFileLeaseGuard::fence`]: a fencing
-/// token that strictly increases across successive holders of the path (kept in
-/// `<lock>.fence` beside the marker, advanced by each holder as it takes the lease).
+/// token that strictly increases across successive holders of the path, even when a stalled
+/// holder resumes after a successor took over (kept in the directory `<lock>.fence` beside
+/// the marker as one file per value, advanced by each holder as it takes the lease).
 ///
 /// # Examples
 ///
