@@ -18,6 +18,8 @@ mod inproc;
 /// The roles this binary's child processes play beyond those of `child::entry`.
 mod roles;
 
+mod lease;
+
 /// The entry point of child processes; does nothing in a normal run.
 #[test]
 fn child_entry() {
