@@ -18,6 +18,7 @@ mod inproc;
 /// The roles this binary's child processes play beyond those of `child::entry`.
 mod roles;
 
+mod kill;
 mod lease;
 
 /// The entry point of child processes; does nothing in a normal run.

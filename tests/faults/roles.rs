@@ -9,7 +9,8 @@
 //!   `BUSY`, or `ERR <kind> <message>`;
 //! - `acquire`: waits (with [`HANG`] as a hang detector) and answers like `try`;
 //! - `release`: `RELEASED` or `ERR ...`;
-//! - `compromise`: `INTACT` or `COMPROMISED <reason>` (leases and rw locks).
+//! - `compromise`: `INTACT` or `COMPROMISED <reason>` (leases and rw locks);
+//! - `sleep`: sleeps for [`HANG`] (a hold's heartbeat goes on), then `SLEPT`.
 //!
 //! End of input ends the child.
 
@@ -222,6 +223,11 @@ fn holder() {
                 None => "INTACT".into(),
                 Some(c) => format!("COMPROMISED {}", c.reason().as_str()),
             },
+            "sleep" => {
+                // Keeps the process (and a hold's heartbeat) alive without reading stdin.
+                std::thread::sleep(HANG);
+                "SLEPT".into()
+            }
             other => panic!("holder: unknown command {other:?}"),
         };
         say(&line);
