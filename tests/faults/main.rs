@@ -18,6 +18,7 @@ mod inproc;
 /// The roles this binary's child processes play beyond those of `child::entry`.
 mod roles;
 
+mod cancel;
 mod kill;
 mod lease;
 

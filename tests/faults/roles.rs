@@ -34,6 +34,7 @@ pub fn entry() -> bool {
     };
     match role.as_str() {
         "holder" => holder(),
+        "cancel" => crate::cancel::role(),
         _ => return false,
     }
     true
