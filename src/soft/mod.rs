@@ -15,17 +15,36 @@ mod strict_lock;
 
 /// Whether `python3` can import `filelock`, for the unit tests that check the on-disk
 /// formats against Python's (the integration tests install it; `scripts/setup` does for CI).
+///
+/// `ASYNC_FILELOCK_REQUIRE_PYTHON` turns a skip into a failure: `any` requires some
+/// `filelock`, a version number requires exactly that one (CI runs the interop tests once
+/// per verified version, picking it with `PYTHONPATH`).
 #[cfg(all(test, unix))]
 pub(crate) fn python_filelock() -> bool {
-    let ok = std::process::Command::new("python3")
-        .args(["-c", "import filelock"])
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import filelock; print(filelock.__version__)"])
         .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("skipped: python3 with filelock is not available");
+        .output();
+    let version = match &out {
+        Ok(o) if o.status.success() => Some(String::from_utf8_lossy(&o.stdout).trim().to_string()),
+        _ => None,
+    };
+    match (
+        std::env::var("ASYNC_FILELOCK_REQUIRE_PYTHON").ok(),
+        &version,
+    ) {
+        (None, None) => {
+            eprintln!("skipped: python3 with filelock is not available");
+            false
+        }
+        (Some(_), None) => {
+            panic!("ASYNC_FILELOCK_REQUIRE_PYTHON is set but python3 cannot import filelock")
+        }
+        (Some(want), Some(have)) if want != "any" && want != *have => {
+            panic!("ASYNC_FILELOCK_REQUIRE_PYTHON={want} but python3 imports filelock {have}")
+        }
+        _ => true,
     }
-    ok
 }
 
 /// Runs `python3 -c script args...` for the unit tests and returns what it printed; fails

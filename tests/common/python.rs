@@ -4,6 +4,10 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 /// Makes sure `python3` can import `filelock`, installing it with pip once per test binary.
+///
+/// With `ASYNC_FILELOCK_REQUIRE_PYTHON` set to a version number, that exact version must be
+/// the one imported (CI runs the interop tests once per verified version, picking it with
+/// `PYTHONPATH`); `any` accepts whatever is installed.
 pub fn ensure_filelock() {
     static READY: OnceLock<Result<String, String>> = OnceLock::new();
     let ready = READY.get_or_init(|| {
@@ -54,7 +58,13 @@ pub fn ensure_filelock() {
             )),
         }
     });
-    if let Err(e) = ready {
-        panic!("{e}");
+    match ready {
+        Err(e) => panic!("{e}"),
+        Ok(have) => match std::env::var("ASYNC_FILELOCK_REQUIRE_PYTHON") {
+            Ok(want) if want != "any" && want != *have => {
+                panic!("ASYNC_FILELOCK_REQUIRE_PYTHON={want} but python3 imports filelock {have}")
+            }
+            _ => {}
+        },
     }
 }
