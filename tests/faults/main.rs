@@ -19,6 +19,8 @@ mod inproc;
 mod roles;
 
 mod cancel;
+#[cfg(unix)]
+mod fs;
 mod kill;
 mod lease;
 

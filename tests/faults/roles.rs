@@ -35,6 +35,7 @@ pub fn entry() -> bool {
     match role.as_str() {
         "holder" => holder(),
         "cancel" => crate::cancel::role(),
+        "nofile" => crate::fs::nofile_role(),
         _ => return false,
     }
     true
