@@ -417,3 +417,106 @@ fn hostile_markers_never_panic_and_garbage_heals() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Signal storms.
+
+/// Role `eintr`: with a handler for `SIGUSR1` installed and a thread sending this process
+/// one every 100 µs, every kind waits for a holder in another process and gets the lock
+/// once it lets go, async and blocking: an interrupted system call is retried, never
+/// reported. Prints DONE.
+pub fn eintr_role() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let dir = PathBuf::from(child::arg("dir"));
+    let caught = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, caught.clone())
+        .expect("install a SIGUSR1 handler");
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let storm = {
+        let (stop, sent) = (stop.clone(), sent.clone());
+        std::thread::spawn(move || {
+            let me = rustix::process::getpid();
+            while !stop.load(Ordering::Relaxed) {
+                let _ = rustix::process::kill_process(me, rustix::process::Signal::USR1);
+                sent.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        })
+    };
+    for kind in [
+        Kind::Soft,
+        Kind::Lease,
+        Kind::Strict,
+        Kind::RwRead,
+        Kind::RwWrite,
+    ] {
+        let path = kind_path(&dir.join("storm.lock"), kind);
+        let holder_kind = if kind == Kind::RwRead {
+            Kind::RwWrite
+        } else {
+            kind
+        };
+        let mut holder = spawn_holder(holder_kind, &path, 30_000, "");
+        held(&ask(&mut holder, "acquire"));
+        let waiter = {
+            let path = path.clone();
+            std::thread::spawn(move || Lock::new(kind, &path, 30_000).acquire(HANG))
+        };
+        // Let the waiter wait through a few thousand signals before the holder lets go.
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(ask(&mut holder, "release"), "RELEASED");
+        let guard = waiter
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{kind:?} under a signal storm: {e}"));
+        guard.release().unwrap();
+    }
+    // The hard lock, async and blocking.
+    let path = dir.join("storm-hard.lock");
+    for blocking in [false, true] {
+        let mut holder = Proc::child(
+            "hold",
+            &[("path", &path), ("shared", &"0"), ("mode", &"blocking")],
+        );
+        holder.expect("WAITING");
+        holder.expect("HELD");
+        let waiter = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                if blocking {
+                    async_filelock::blocking::FileLock::new(&path)
+                        .acquire_timeout(HANG)
+                        .map(drop)
+                } else {
+                    futures_lite::future::block_on(FileLock::new(&path).acquire().timeout(HANG))
+                        .map(drop)
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        holder.send("release");
+        holder.expect("RELEASED");
+        waiter
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("hard (blocking: {blocking}) under a signal storm: {e}"));
+    }
+    stop.store(true, Ordering::Relaxed);
+    storm.join().unwrap();
+    assert!(caught.load(Ordering::Relaxed), "no signal was handled");
+    let sent = sent.load(Ordering::Relaxed);
+    assert!(sent > 1000, "only {sent} signals were sent");
+    say(&format!("DONE {sent}"));
+}
+
+#[test]
+fn a_signal_storm_interrupts_nothing() {
+    let dir = tmp();
+    let mut child = Proc::child("eintr", &[("dir", &dir.path())]);
+    let done = child.next_line();
+    assert!(done.starts_with("DONE "), "{done}");
+    eprintln!("signals sent during the waits: {}", &done[5..]);
+    child.wait_success();
+}

@@ -36,6 +36,7 @@ pub fn entry() -> bool {
         "holder" => holder(),
         "cancel" => crate::cancel::role(),
         "nofile" => crate::fs::nofile_role(),
+        "eintr" => crate::fs::eintr_role(),
         _ => return false,
     }
     true
