@@ -55,6 +55,16 @@ pub struct Proc {
 impl Proc {
     /// Re-executes this test binary as a child playing `role`, with `args` as its parameters.
     pub fn child(role: &str, args: &[(&str, &dyn AsRef<std::ffi::OsStr>)]) -> Proc {
+        Proc::child_with(role, args, |_| {})
+    }
+
+    /// [`Proc::child`], with `customize` applied to the command before it is spawned (to
+    /// run the child as another account, say).
+    pub fn child_with(
+        role: &str,
+        args: &[(&str, &dyn AsRef<std::ffi::OsStr>)],
+        customize: impl FnOnce(&mut Command),
+    ) -> Proc {
         let exe = std::env::current_exe().expect("the test binary's path");
         let mut cmd = Command::new(exe);
         cmd.args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
@@ -62,6 +72,7 @@ impl Proc {
         for (name, value) in args {
             cmd.env(format!("{ARG_PREFIX}{}", name.to_uppercase()), value);
         }
+        customize(&mut cmd);
         Proc::spawn_filtered(cmd, format!("child {role}"), true)
     }
 

@@ -23,6 +23,8 @@ mod cancel;
 mod fs;
 mod kill;
 mod lease;
+#[cfg(unix)]
+mod security;
 
 /// The entry point of child processes; does nothing in a normal run.
 #[test]
