@@ -364,3 +364,43 @@ fn fence_value(name: &OsStr) -> Option<u64> {
     }
     name.parse().ok()
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn fence_names_we_create_parse_back(value in any::<u64>()) {
+            let name = format!("{value:020}");
+            prop_assert_eq!(fence_value(OsStr::new(&name)), Some(value));
+        }
+
+        #[test]
+        fn other_names_are_exact_20_digit_values_or_nothing(
+            name in prop_oneof!["[0-9]{18,22}", "[0-9+ -]{20}", "\\PC{0,24}"],
+        ) {
+            match fence_value(OsStr::new(&name)) {
+                Some(value) => prop_assert_eq!(format!("{value:020}"), name),
+                None => prop_assert!(
+                    name.len() != 20
+                        || !name.bytes().all(|b| b.is_ascii_digit())
+                        || name.parse::<u64>().is_err()
+                ),
+            }
+        }
+    }
+
+    #[cfg(unix)]
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            use std::os::unix::ffi::OsStrExt;
+            if let Some(value) = fence_value(OsStr::from_bytes(&bytes)) {
+                let name = format!("{value:020}");
+                prop_assert_eq!(name.as_bytes(), &bytes[..]);
+            }
+        }
+    }
+}
