@@ -607,6 +607,52 @@ mod tests {
     }
 }
 
+/// The invariants of the marker parsers on any input, for the property tests and the fuzz
+/// targets: each function parses its input and panics if a parse breaks one.
+#[cfg(any(test, feature = "fault-injection"))]
+pub(crate) mod check {
+    use super::*;
+
+    /// Marker content as the soft locks read it (the cap, then UTF-8), and as the strict
+    /// lock reads the lock path (lossily).
+    pub(crate) fn marker(data: &[u8]) {
+        match decode(data) {
+            Some(content) => {
+                assert!(data.len() <= MAX_RECORD);
+                text(content);
+            }
+            None => assert!(data.len() > MAX_RECORD || std::str::from_utf8(data).is_err()),
+        }
+        if data.len() <= MAX_RECORD {
+            text(&String::from_utf8_lossy(data));
+        }
+    }
+
+    /// What any parse of `content` may hold: values that came out of it, with the
+    /// documented invariants.
+    pub(crate) fn text(content: &str) {
+        if let Some(r) = Record::parse(content) {
+            assert!((1..=PID_MAX).contains(&u64::from(r.pid)));
+            assert!(!r.host.is_empty() && content.contains(&r.host));
+            assert!(r
+                .token
+                .as_ref()
+                .is_none_or(|t| content.contains(t.as_str())));
+            if r.mode == OwnerMode::Lease {
+                assert!(r.token.as_deref().is_some_and(|t| !t.is_empty()));
+                assert!(r.duration.is_some_and(|d| d.is_finite() && d > 0.0));
+            }
+        }
+        if let Some(h) = Holder::parse(content) {
+            assert!((1..=PID_MAX).contains(&u64::from(h.pid)));
+            assert!(content.contains(&h.host));
+            // Whatever it read, what it would write reads back the same.
+            let again = String::from_utf8(h.encode()).expect("records are written as UTF-8");
+            assert_eq!(Holder::parse(&again), Some(h));
+        }
+    }
+}
+
 #[cfg(test)]
 mod proptests {
     use super::*;
@@ -722,44 +768,15 @@ mod proptests {
             })
     }
 
-    /// What any parse of `text` may hold: values that came out of `text`, with the
-    /// documented invariants.
-    fn check_parses(text: &str) {
-        if let Some(r) = Record::parse(text) {
-            assert!((1..=PID_MAX).contains(&u64::from(r.pid)));
-            assert!(!r.host.is_empty() && text.contains(&r.host));
-            assert!(r.token.as_ref().is_none_or(|t| text.contains(t.as_str())));
-            if r.mode == OwnerMode::Lease {
-                assert!(r.token.as_deref().is_some_and(|t| !t.is_empty()));
-                assert!(r.duration.is_some_and(|d| d.is_finite() && d > 0.0));
-            }
-        }
-        if let Some(h) = Holder::parse(text) {
-            assert!((1..=PID_MAX).contains(&u64::from(h.pid)));
-            assert!(text.contains(&h.host));
-            // Whatever it read, what it would write reads back the same.
-            let again = String::from_utf8(h.encode()).unwrap();
-            assert_eq!(Holder::parse(&again), Some(h));
-        }
-    }
-
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..2 * MAX_RECORD)) {
-            match decode(&data) {
-                Some(text) => {
-                    prop_assert!(data.len() <= MAX_RECORD);
-                    check_parses(text);
-                }
-                None => prop_assert!(data.len() > MAX_RECORD || std::str::from_utf8(&data).is_err()),
-            }
-            // The strict lock reads the lock path lossily.
-            check_parses(&String::from_utf8_lossy(&data[..data.len().min(MAX_RECORD)]));
+            check::marker(&data);
         }
 
         #[test]
         fn record_like_text_never_panics(text in record_like()) {
-            check_parses(&text);
+            check::text(&text);
         }
 
         #[test]

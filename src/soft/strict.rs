@@ -1991,25 +1991,25 @@ for _ in range(int(sys.argv[3])):
     }
 }
 
-#[cfg(test)]
-mod proptests {
+/// The invariants of the claim parsers on any input, for the property tests and the fuzz
+/// targets: each function parses its input and panics if a parse breaks one.
+#[cfg(any(test, feature = "fault-injection"))]
+pub(crate) mod check {
     use super::*;
-    use crate::soft::record::{host_field, Token};
-    use proptest::prelude::*;
 
-    const LOCK: &str = "/fuzz/data.lock";
+    /// A lock path for the errors of claims that do not parse.
+    pub(crate) const LOCK: &str = "/fuzz/data.lock";
 
-    fn token() -> impl Strategy<Value = String> {
-        "[0-9a-f]{32}"
-    }
-
-    fn state() -> impl Strategy<Value = ClaimState> {
-        prop_oneof![Just(ClaimState::Intent), Just(ClaimState::Held)]
+    /// `data` as a claim record in either state, and as claim directory entry names.
+    pub(crate) fn claim(data: &[u8]) {
+        record(ClaimState::Intent, data);
+        record(ClaimState::Held, data);
+        names(data);
     }
 
     /// The claim `record` states, with the token taken from its own second line when that is
     /// a token (so the parser gets past the token check), as a claim named for it would be.
-    fn parse(state: ClaimState, record: &[u8]) -> Result<StrictClaim, Error> {
+    pub(crate) fn parse(state: ClaimState, record: &[u8]) -> Result<StrictClaim, Error> {
         let token = record
             .split(|&b| b == b'\n')
             .nth(1)
@@ -2023,6 +2023,63 @@ mod proptests {
             token,
             record,
         )
+    }
+
+    /// A parsed claim is exactly the record it came from, and names only what it holds.
+    pub(crate) fn record(state: ClaimState, record: &[u8]) {
+        let Ok(claim) = parse(state, record) else {
+            return;
+        };
+        assert!(record.len() <= MAX_RECORD);
+        assert!(claim.host.len() * 2 <= record.len());
+        assert!(is_token(&claim.token) && claim.state == state);
+        let start = claim.start.as_deref().unwrap_or("");
+        assert_eq!(
+            encode_claim(&claim.token, claim.pid, &claim.host, start),
+            record
+        );
+    }
+
+    /// `data` as a claim directory entry's name: a claim, a private record or a probe.
+    pub(crate) fn names(data: &[u8]) {
+        if let Ok(name) = std::str::from_utf8(data) {
+            if let Some((state, token)) = parse_claim_name(name) {
+                assert_eq!(claim_name(state, token), name);
+            }
+            let _ = is_probe_name(OsStr::new(name));
+        }
+        if let Some(public) = private_name(data).as_deref().and_then(private_public_name) {
+            assert!(data.windows(public.len()).any(|w| w == public));
+        }
+    }
+
+    #[cfg(unix)]
+    fn private_name(data: &[u8]) -> Option<std::borrow::Cow<'_, OsStr>> {
+        use std::os::unix::ffi::OsStrExt;
+        Some(std::borrow::Cow::Borrowed(OsStr::from_bytes(data)))
+    }
+
+    #[cfg(not(unix))]
+    fn private_name(data: &[u8]) -> Option<std::borrow::Cow<'_, OsStr>> {
+        std::str::from_utf8(data)
+            .ok()
+            .map(|name| std::borrow::Cow::Borrowed(OsStr::new(name)))
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::check::LOCK;
+    use super::*;
+    use crate::soft::record::{host_field, Token};
+    use proptest::prelude::*;
+
+    fn token() -> impl Strategy<Value = String> {
+        "[0-9a-f]{32}"
+    }
+
+    fn state() -> impl Strategy<Value = ClaimState> {
+        prop_oneof![Just(ClaimState::Intent), Just(ClaimState::Held)]
     }
 
     /// Text made of claim-like fields, so the parser gets past its first checks.
@@ -2042,33 +2099,15 @@ mod proptests {
             .prop_map(|(fields, end)| (fields.join("\n") + end).into_bytes())
     }
 
-    /// A parsed claim is exactly the record it came from, and names only what it holds.
-    fn check(state: ClaimState, record: &[u8]) {
-        let Ok(claim) = parse(state, record) else {
-            return;
-        };
-        assert!(record.len() <= MAX_RECORD);
-        assert!(claim.host.len() * 2 <= record.len());
-        assert!(is_token(&claim.token) && claim.state == state);
-        let start = claim.start.as_deref().unwrap_or("");
-        assert_eq!(
-            encode_claim(&claim.token, claim.pid, &claim.host, start),
-            record
-        );
-    }
-
     proptest! {
         #[test]
-        fn arbitrary_bytes_never_panic(
-            state in state(),
-            data in proptest::collection::vec(any::<u8>(), 0..2 * MAX_RECORD),
-        ) {
-            check(state, &data);
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..2 * MAX_RECORD)) {
+            check::claim(&data);
         }
 
         #[test]
         fn claim_like_records_never_panic(state in state(), data in claim_like()) {
-            check(state, &data);
+            check::record(state, &data);
         }
 
         #[test]
@@ -2108,13 +2147,7 @@ mod proptests {
         fn claim_names_parse_back(state in state(), token in token(), other in "\\PC{0,60}") {
             let name = claim_name(state, &token);
             prop_assert_eq!(parse_claim_name(&name), Some((state, token.as_str())));
-            if let Some((state, token)) = parse_claim_name(&other) {
-                prop_assert_eq!(claim_name(state, token), other.clone());
-            }
-            if let Some(public) = private_public_name(OsStr::new(&other)) {
-                prop_assert!(other.as_bytes().windows(public.len()).any(|w| w == public));
-            }
-            let _ = is_probe_name(OsStr::new(&other));
+            check::names(other.as_bytes());
         }
 
         #[test]

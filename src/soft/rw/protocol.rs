@@ -1788,6 +1788,52 @@ sys.stdin.read()
     }
 }
 
+/// The invariants of the generation-log parsers on any input, for the property tests and
+/// the fuzz targets: each function parses its input and panics if a parse breaks one.
+#[cfg(any(test, feature = "fault-injection"))]
+pub(crate) mod check {
+    use super::*;
+
+    /// `data` as a `gen/<N>` record, as a `gen/HEAD` record and as a `gen/` entry name.
+    pub(crate) fn generation(data: &[u8]) {
+        snapshot(data);
+        let (epoch, record) = split_head(data);
+        assert_eq!([epoch, record].concat(), data);
+        assert!(epoch.ends_with(b"\n") || record.is_empty());
+        snapshot(record);
+        if let Some(generation) = std::str::from_utf8(data)
+            .ok()
+            .and_then(|name| parse_generation_name(OsStr::new(name)))
+        {
+            assert_eq!(generation_name(generation).as_bytes(), data);
+        }
+    }
+
+    /// What any parse of `data` may hold: only tokens, taken from `data`, and a snapshot
+    /// that writes and reads back as itself.
+    fn snapshot(data: &[u8]) {
+        let Some(s) = parse_snapshot(data) else {
+            return;
+        };
+        assert!(data.len() <= MAX_RECORD_SIZE);
+        let owned: usize = s.members().iter().map(|m| m.len()).sum();
+        assert!(owned <= data.len());
+        for member in s.members() {
+            assert!(is_token(member.as_bytes()));
+        }
+        assert_eq!(parse_snapshot(&s.encode()), Some(s));
+    }
+
+    /// `data` as a `holders/<token>` record: a lease only as Python's `repr` spells it.
+    pub(crate) fn holder(data: &[u8]) {
+        if let Some(lease) = holder_lease(Some(data)) {
+            assert!(lease.is_finite() && lease > 0.0);
+            let line = format!("lease={}", py_float_repr(lease));
+            assert!(data.windows(line.len()).any(|w| w == line.as_bytes()));
+        }
+    }
+}
+
 #[cfg(test)]
 mod proptests {
     use super::*;
@@ -1841,39 +1887,16 @@ mod proptests {
             })
     }
 
-    /// What any parse of `data` may hold: only tokens, taken from `data`, and a snapshot
-    /// that writes and reads back as itself.
-    fn check_snapshot(data: &[u8]) {
-        let Some(s) = parse_snapshot(data) else {
-            return;
-        };
-        assert!(data.len() <= MAX_RECORD_SIZE);
-        let owned: usize = s.members().iter().map(|m| m.len()).sum();
-        assert!(owned <= data.len());
-        for member in s.members() {
-            assert!(is_token(member.as_bytes()));
-        }
-        assert_eq!(parse_snapshot(&s.encode()), Some(s));
-    }
-
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..4096)) {
-            check_snapshot(&data);
-            let (epoch, record) = split_head(&data);
-            prop_assert_eq!([epoch, record].concat(), data.clone());
-            prop_assert!(epoch.ends_with(b"\n") || record.is_empty());
-            check_snapshot(record);
-            if let Some(lease) = holder_lease(Some(&data)) {
-                prop_assert!(lease.is_finite() && lease > 0.0);
-                let line = format!("lease={}", py_float_repr(lease));
-                prop_assert!(data.windows(line.len()).any(|w| w == line.as_bytes()));
-            }
+            check::generation(&data);
+            check::holder(&data);
         }
 
         #[test]
         fn snapshot_like_text_never_panics(data in snapshot_like()) {
-            check_snapshot(&data);
+            check::generation(&data);
         }
 
         #[test]
@@ -1916,12 +1939,10 @@ mod proptests {
         }
 
         #[test]
-        fn generation_names_parse_back(generation in any::<u64>(), other in "\\PC{0,24}") {
+        fn generation_names_parse_back(generation in any::<u64>(), other in "[0-9]{19,21}|\\PC{0,24}") {
             let name = generation_name(generation);
             prop_assert_eq!(parse_generation_name(OsStr::new(&name)), Some(generation));
-            if let Some(g) = parse_generation_name(OsStr::new(&other)) {
-                prop_assert_eq!(generation_name(g), other);
-            }
+            check::generation(other.as_bytes());
         }
     }
 
