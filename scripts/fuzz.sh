@@ -31,6 +31,10 @@ cd fuzz
 export RUSTC_BOOTSTRAP=1
 for target in "${targets[@]}"; do
     echo "== $target: ${seconds}s"
+    # The corpus grows in corpus/<target>; seeds/<target> holds records as writers lay them
+    # out, so the fuzzer starts past the parsers' first checks.
+    mkdir -p "corpus/$target"
     # shellcheck disable=SC2086
-    cargo fuzz run "$target" -- -max_total_time="$seconds" -max_len=4096 ${FUZZ_ARGS:-}
+    cargo fuzz run "$target" "corpus/$target" "seeds/$target" -- \
+        -max_total_time="$seconds" -max_len=4096 ${FUZZ_ARGS:-}
 done

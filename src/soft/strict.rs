@@ -2009,7 +2009,7 @@ pub(crate) mod check {
 
     /// The claim `record` states, with the token taken from its own second line when that is
     /// a token (so the parser gets past the token check), as a claim named for it would be.
-    pub(crate) fn parse(state: ClaimState, record: &[u8]) -> Result<StrictClaim, Error> {
+    fn parse(state: ClaimState, record: &[u8]) -> Result<StrictClaim, Error> {
         let token = record
             .split(|&b| b == b'\n')
             .nth(1)
@@ -2048,22 +2048,20 @@ pub(crate) mod check {
             }
             let _ = is_probe_name(OsStr::new(name));
         }
-        if let Some(public) = private_name(data).as_deref().and_then(private_public_name) {
+        if let Some(public) = private_name(data).and_then(private_public_name) {
             assert!(data.windows(public.len()).any(|w| w == public));
         }
     }
 
     #[cfg(unix)]
-    fn private_name(data: &[u8]) -> Option<std::borrow::Cow<'_, OsStr>> {
+    fn private_name(data: &[u8]) -> Option<&OsStr> {
         use std::os::unix::ffi::OsStrExt;
-        Some(std::borrow::Cow::Borrowed(OsStr::from_bytes(data)))
+        Some(OsStr::from_bytes(data))
     }
 
     #[cfg(not(unix))]
-    fn private_name(data: &[u8]) -> Option<std::borrow::Cow<'_, OsStr>> {
-        std::str::from_utf8(data)
-            .ok()
-            .map(|name| std::borrow::Cow::Borrowed(OsStr::new(name)))
+    fn private_name(data: &[u8]) -> Option<&OsStr> {
+        std::str::from_utf8(data).ok().map(OsStr::new)
     }
 }
 
