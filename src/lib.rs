@@ -224,6 +224,44 @@ pub use soft::{
     StrictSoftFileLockBuilder, StrictSoftFileLockGuard,
 };
 
+/// Entry points for the crate's fuzz targets (`fuzz/`), with the internal `fault-injection`
+/// feature only: each takes untrusted bytes, runs them through the parsers of one kind of
+/// on-disk record, and panics if a parse breaks one of the invariants the property tests
+/// check. Not part of the API.
+#[cfg(feature = "fault-injection")]
+#[doc(hidden)]
+pub mod __fuzz {
+    /// The size over which a marker's content is unreadable.
+    pub const MAX_RECORD: usize = crate::soft::record::MAX_RECORD;
+
+    /// A soft-lock marker's content: protocol 1 (`SoftFileLock`) and protocol 2 (owner
+    /// records), read as the soft locks and as the strict lock read them.
+    pub fn marker_record(data: &[u8]) {
+        crate::soft::record::check::marker(data);
+    }
+
+    /// A `SoftRwLock` generation-log entry: a `gen/<N>` snapshot, a `gen/HEAD` record, and a
+    /// `gen/` entry name.
+    pub fn rw_generation(data: &[u8]) {
+        crate::soft::rw::protocol::check::generation(data);
+    }
+
+    /// A `SoftRwLock` `holders/<token>` record's lease.
+    pub fn rw_holder(data: &[u8]) {
+        crate::soft::rw::protocol::check::holder(data);
+    }
+
+    /// A strict lock's claim record and claim directory entry names.
+    pub fn strict_claim(data: &[u8]) {
+        crate::soft::strict::check::claim(data);
+    }
+
+    /// A lease fencing counter's entry name.
+    pub fn fence_value(data: &[u8]) {
+        crate::soft::lease::check::fence(data);
+    }
+}
+
 /// The named futures returned by this crate's async methods.
 pub mod futures {
     pub use crate::lock::Acquire;

@@ -364,3 +364,62 @@ fn fence_value(name: &OsStr) -> Option<u64> {
     }
     name.parse().ok()
 }
+
+/// The invariant of the fence parser on any input, for the property tests and the fuzz
+/// targets: it parses its input and panics if the parse breaks it.
+#[cfg(any(test, feature = "fault-injection"))]
+pub(crate) mod check {
+    use super::*;
+
+    /// `data` as an entry name in the fencing counter: a value only for the exact name the
+    /// counter creates for it.
+    pub(crate) fn fence(data: &[u8]) {
+        if let Some(value) = name(data).and_then(fence_value) {
+            assert_eq!(format!("{value:020}").as_bytes(), data);
+        }
+    }
+
+    #[cfg(unix)]
+    fn name(data: &[u8]) -> Option<&OsStr> {
+        use std::os::unix::ffi::OsStrExt;
+        Some(OsStr::from_bytes(data))
+    }
+
+    #[cfg(not(unix))]
+    fn name(data: &[u8]) -> Option<&OsStr> {
+        std::str::from_utf8(data).ok().map(OsStr::new)
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn fence_names_we_create_parse_back(value in any::<u64>()) {
+            let name = format!("{value:020}");
+            prop_assert_eq!(fence_value(OsStr::new(&name)), Some(value));
+        }
+
+        #[test]
+        fn other_names_are_exact_20_digit_values_or_nothing(
+            name in prop_oneof!["[0-9]{18,22}", "[0-9+ -]{20}", "\\PC{0,24}"],
+        ) {
+            match fence_value(OsStr::new(&name)) {
+                Some(value) => prop_assert_eq!(format!("{value:020}"), name),
+                None => prop_assert!(
+                    name.len() != 20
+                        || !name.bytes().all(|b| b.is_ascii_digit())
+                        || name.parse::<u64>().is_err()
+                ),
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            check::fence(&bytes);
+        }
+    }
+}

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::soft::identity::own_pid;
-use crate::soft::record::{MAX_RECORD, RELEASED};
+use crate::soft::record::{self, MAX_RECORD, RELEASED};
 use crate::sys::marker as fs;
 use crate::Error;
 
@@ -47,10 +47,7 @@ pub(crate) fn read(path: &Path) -> io::Result<(Option<String>, Metadata)> {
     }
     let mut data = Vec::with_capacity(128);
     file.take(MAX_RECORD as u64 + 1).read_to_end(&mut data)?;
-    if data.len() > MAX_RECORD {
-        return Ok((None, meta));
-    }
-    Ok((String::from_utf8(data).ok(), meta))
+    Ok((record::decode(&data).map(str::to_owned), meta))
 }
 
 /// One attempt to create the marker at `path` holding `record`. `Ok(None)`: it exists.

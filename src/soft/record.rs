@@ -25,6 +25,16 @@ pub(crate) const RELEASED: &[u8] = b"filelock/released\n";
 const PROTOCOL_2: &str = "filelock/2";
 const PID_MAX: u64 = (1 << 31) - 1;
 
+/// A marker's content as readers take it: `None` when it is over [`MAX_RECORD`] bytes or
+/// not UTF-8 (both unreadable, as in Python). Callers read at most `MAX_RECORD + 1` bytes, so
+/// an oversized file is seen as such without being read whole.
+pub(crate) fn decode(data: &[u8]) -> Option<&str> {
+    if data.len() > MAX_RECORD {
+        return None;
+    }
+    std::str::from_utf8(data).ok()
+}
+
 /// A process start token: an unsigned integer of up to 256 bits, written in decimal.
 ///
 /// On Linux it is `boot_id << 64 | starttime`, so it needs more than 128 bits.
@@ -594,5 +604,244 @@ mod tests {
             hex,
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+}
+
+/// The invariants of the marker parsers on any input, for the property tests and the fuzz
+/// targets: each function parses its input and panics if a parse breaks one.
+#[cfg(any(test, feature = "fault-injection"))]
+pub(crate) mod check {
+    use super::*;
+
+    /// Marker content as the soft locks read it (the cap, then UTF-8), and as the strict
+    /// lock reads the lock path (lossily).
+    pub(crate) fn marker(data: &[u8]) {
+        match decode(data) {
+            Some(content) => {
+                assert!(data.len() <= MAX_RECORD);
+                text(content);
+            }
+            None => assert!(data.len() > MAX_RECORD || std::str::from_utf8(data).is_err()),
+        }
+        if data.len() <= MAX_RECORD {
+            text(&String::from_utf8_lossy(data));
+        }
+    }
+
+    /// What any parse of `content` may hold: values that came out of it, with the
+    /// documented invariants.
+    pub(crate) fn text(content: &str) {
+        if let Some(r) = Record::parse(content) {
+            assert!((1..=PID_MAX).contains(&u64::from(r.pid)));
+            assert!(!r.host.is_empty() && content.contains(&r.host));
+            assert!(r
+                .token
+                .as_ref()
+                .is_none_or(|t| content.contains(t.as_str())));
+            if r.mode == OwnerMode::Lease {
+                assert!(r.token.as_deref().is_some_and(|t| !t.is_empty()));
+                assert!(r.duration.is_some_and(|d| d.is_finite() && d > 0.0));
+            }
+        }
+        if let Some(h) = Holder::parse(content) {
+            assert!((1..=PID_MAX).contains(&u64::from(h.pid)));
+            assert!(content.contains(&h.host));
+            // Whatever it read, what it would write reads back the same.
+            let again = String::from_utf8(h.encode()).expect("records are written as UTF-8");
+            assert_eq!(Holder::parse(&again), Some(h));
+        }
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Any start token a writer can produce: up to 256 bits.
+    fn token() -> impl Strategy<Value = Token> {
+        any::<[u64; 4]>().prop_map(Token)
+    }
+
+    /// A host field as [`host_field`] builds it from any raw name and namespace.
+    fn host() -> impl Strategy<Value = String> {
+        (
+            proptest::collection::vec(any::<u8>(), 0..300),
+            any::<Option<u64>>(),
+        )
+            .prop_map(|(raw, ns)| host_field(&raw, ns))
+    }
+
+    fn pid() -> impl Strategy<Value = u32> {
+        1..=PID_MAX as u32
+    }
+
+    /// Every positive finite `f64`, subnormals included.
+    fn positive_duration() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            (1u64..0x7ff0_0000_0000_0000).prop_map(f64::from_bits),
+            any::<u64>()
+                .prop_filter("a lease is never zero", |&n| n != 0)
+                .prop_map(|n| std::time::Duration::from_nanos(n).as_secs_f64()),
+        ]
+    }
+
+    fn hex32() -> impl Strategy<Value = String> {
+        "[0-9a-f]{32}"
+    }
+
+    fn record() -> impl Strategy<Value = Record> {
+        let lease = (
+            pid(),
+            host(),
+            hex32(),
+            positive_duration(),
+            any::<bool>(),
+            token(),
+        )
+            .prop_map(|(pid, host, token, duration, has_start, start)| Record {
+                pid,
+                host,
+                mode: OwnerMode::Lease,
+                token: Some(token),
+                duration: Some(duration),
+                start: has_start.then_some(start),
+            });
+        let other = (
+            pid(),
+            host(),
+            prop_oneof![Just(OwnerMode::Exclusive), Just(OwnerMode::Unknown)],
+            proptest::option::of(hex32()),
+            proptest::option::of(prop_oneof![Just(0.0), positive_duration()]),
+            proptest::option::of(token()),
+        )
+            .prop_map(|(pid, host, mode, token, duration, start)| Record {
+                pid,
+                host,
+                mode,
+                token,
+                duration,
+                start,
+            });
+        prop_oneof![lease, other]
+    }
+
+    /// Text made of record-like lines, so the parsers get past their first checks.
+    fn record_like() -> impl Strategy<Value = String> {
+        let key = prop_oneof![
+            proptest::sample::select(vec!["pid", "host", "mode", "token", "duration", "start"])
+                .prop_map(str::to_owned),
+            "[a-z]{0,3}",
+        ];
+        let value = prop_oneof![
+            "[0-9]{0,12}",
+            "[0-9]{1,4}(\\.[0-9]{0,3})?(e[+-]?[0-9]{0,4})?",
+            Just("lease".to_owned()),
+            Just("exclusive".to_owned()),
+            "[ -~]{0,8}",
+            "\\PC{0,4}",
+        ];
+        let line = prop_oneof![
+            (key, value).prop_map(|(k, v)| format!("{k}={v}")),
+            "[0-9]{0,11}",
+            "\\PC{0,6}",
+        ];
+        let separator = prop_oneof![
+            4 => Just("\n"),
+            1 => Just("\r\n"),
+            1 => Just("\r"),
+            1 => Just("\u{2028}"),
+            1 => Just("\x1c"),
+            1 => Just(" \n"),
+        ];
+        (
+            prop_oneof![Just("filelock/2\n"), Just("")],
+            proptest::collection::vec((line, separator), 0..8),
+        )
+            .prop_map(|(first, lines)| {
+                let mut text = first.to_owned();
+                for (line, separator) in lines {
+                    text.push_str(&line);
+                    text.push_str(separator);
+                }
+                text
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..2 * MAX_RECORD)) {
+            check::marker(&data);
+        }
+
+        #[test]
+        fn record_like_text_never_panics(text in record_like()) {
+            check::text(&text);
+        }
+
+        #[test]
+        fn content_over_the_cap_is_unreadable(r in record(), pad in MAX_RECORD..3 * MAX_RECORD) {
+            let mut data = r.encode();
+            prop_assert!(data.len() <= MAX_RECORD);
+            prop_assert!(decode(&data).is_some());
+            // Trailing newlines alone keep the record well-formed, yet past the cap it is
+            // refused without being parsed.
+            data.resize(pad + 1, b'\n');
+            prop_assert_eq!(decode(&data), None);
+        }
+
+        #[test]
+        fn protocol_2_records_we_write_parse_back(r in record()) {
+            let data = r.encode();
+            let text = decode(&data).expect("a record we write is readable");
+            prop_assert_eq!(Record::parse(text), Some(r));
+            // A protocol 1 reader never mistakes it for a SoftFileLock record.
+            prop_assert_eq!(Holder::parse(text), None);
+        }
+
+        #[test]
+        fn protocol_1_records_we_write_parse_back(
+            pid in pid(),
+            host in host(),
+            start in proptest::option::of(token()),
+        ) {
+            let h = Holder { pid, host, start };
+            let data = h.encode();
+            let text = decode(&data).expect("a record we write is readable");
+            prop_assert_eq!(Holder::parse(text), Some(h));
+            prop_assert_eq!(Record::parse(text), None);
+        }
+
+        #[test]
+        fn tokens_print_and_parse_back(t in token(), high in any::<u128>(), low in any::<u64>()) {
+            prop_assert_eq!(Token::parse(&t.to_string()), Some(t));
+            let linux = Token::new(high, low);
+            prop_assert_eq!(Token::parse(&linux.to_string()), Some(linux));
+            prop_assert!(linux.same_start(Token::new(0, low)));
+        }
+
+        #[test]
+        fn token_parse_accepts_digits_only(text in "\\PC{0,90}") {
+            if let Some(t) = Token::parse(&text) {
+                prop_assert!(text.bytes().all(|b| b.is_ascii_digit()));
+                let canonical = text.trim_start_matches('0');
+                prop_assert_eq!(t.to_string(), if canonical.is_empty() { "0" } else { canonical });
+            }
+        }
+
+        #[test]
+        fn host_fields_are_bounded_and_printable(raw in proptest::collection::vec(any::<u8>(), 0..600), ns in any::<Option<u64>>()) {
+            let host = host_field(&raw, ns);
+            prop_assert!(!host.is_empty() && host.len() <= 253);
+            prop_assert!(host.bytes().all(|b| (0x21..0x7f).contains(&b)));
+        }
+
+        #[test]
+        fn pids_parse_only_in_range(text in "[0-9]{0,12}|\\PC{0,12}") {
+            if let Some(pid) = parse_pid(&text) {
+                prop_assert!((1..=PID_MAX).contains(&u64::from(pid)));
+                prop_assert_eq!(text.parse::<u64>().ok(), Some(u64::from(pid)));
+            }
+        }
     }
 }

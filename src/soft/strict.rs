@@ -684,6 +684,9 @@ fn is_printable(c: char) -> bool {
     !c.is_control() && !format && !private
 }
 
+/// The claim a record in the claim directory states, checked against the token its name
+/// carries: exactly what [`encode_claim`] writes (canonical pid and start, lowercase hex of a
+/// printable host without whitespace), at most [`MAX_RECORD`] bytes.
 fn parse_claim(
     lock: &Path,
     name: &str,
@@ -692,6 +695,10 @@ fn parse_claim(
     record: &[u8],
 ) -> Result<StrictClaim, Error> {
     let malformed = || claim_protocol(lock, name, "malformed claim record");
+    // What reads a claim stops at the cap already; the parser holds to it whatever it is given.
+    if record.len() > MAX_RECORD {
+        return Err(malformed());
+    }
     let text = std::str::from_utf8(record)
         .ok()
         .filter(|t| t.is_ascii())
@@ -1981,5 +1988,170 @@ for _ in range(int(sys.argv[3])):
             .expect("python released")
             .release()
             .unwrap();
+    }
+}
+
+/// The invariants of the claim parsers on any input, for the property tests and the fuzz
+/// targets: each function parses its input and panics if a parse breaks one.
+#[cfg(any(test, feature = "fault-injection"))]
+pub(crate) mod check {
+    use super::*;
+
+    /// A lock path for the errors of claims that do not parse.
+    pub(crate) const LOCK: &str = "/fuzz/data.lock";
+
+    /// `data` as a claim record in either state, and as claim directory entry names.
+    pub(crate) fn claim(data: &[u8]) {
+        record(ClaimState::Intent, data);
+        record(ClaimState::Held, data);
+        names(data);
+    }
+
+    /// The claim `record` states, with the token taken from its own second line when that is
+    /// a token (so the parser gets past the token check), as a claim named for it would be.
+    fn parse(state: ClaimState, record: &[u8]) -> Result<StrictClaim, Error> {
+        let token = record
+            .split(|&b| b == b'\n')
+            .nth(1)
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .filter(|t| is_token(t))
+            .unwrap_or("0123456789abcdef0123456789abcdef");
+        parse_claim(
+            Path::new(LOCK),
+            &claim_name(state, token),
+            state,
+            token,
+            record,
+        )
+    }
+
+    /// A parsed claim is exactly the record it came from, and names only what it holds.
+    pub(crate) fn record(state: ClaimState, record: &[u8]) {
+        let Ok(claim) = parse(state, record) else {
+            return;
+        };
+        assert!(record.len() <= MAX_RECORD);
+        assert!(claim.host.len() * 2 <= record.len());
+        assert!(is_token(&claim.token) && claim.state == state);
+        let start = claim.start.as_deref().unwrap_or("");
+        assert_eq!(
+            encode_claim(&claim.token, claim.pid, &claim.host, start),
+            record
+        );
+    }
+
+    /// `data` as a claim directory entry's name: a claim, a private record or a probe.
+    pub(crate) fn names(data: &[u8]) {
+        if let Ok(name) = std::str::from_utf8(data) {
+            if let Some((state, token)) = parse_claim_name(name) {
+                assert_eq!(claim_name(state, token), name);
+            }
+            let _ = is_probe_name(OsStr::new(name));
+        }
+        if let Some(public) = private_name(data).and_then(private_public_name) {
+            assert!(data.windows(public.len()).any(|w| w == public));
+        }
+    }
+
+    #[cfg(unix)]
+    fn private_name(data: &[u8]) -> Option<&OsStr> {
+        use std::os::unix::ffi::OsStrExt;
+        Some(OsStr::from_bytes(data))
+    }
+
+    #[cfg(not(unix))]
+    fn private_name(data: &[u8]) -> Option<&OsStr> {
+        std::str::from_utf8(data).ok().map(OsStr::new)
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::check::LOCK;
+    use super::*;
+    use crate::soft::record::{host_field, Token};
+    use proptest::prelude::*;
+
+    fn token() -> impl Strategy<Value = String> {
+        "[0-9a-f]{32}"
+    }
+
+    fn state() -> impl Strategy<Value = ClaimState> {
+        prop_oneof![Just(ClaimState::Intent), Just(ClaimState::Held)]
+    }
+
+    /// Text made of claim-like fields, so the parser gets past its first checks.
+    fn claim_like() -> impl Strategy<Value = Vec<u8>> {
+        let field = prop_oneof![
+            Just(CLAIM_MAGIC.to_owned()),
+            token(),
+            "[0-9]{0,11}",
+            "([0-9a-f]{2}){0,6}",
+            "[0-9a-fA-F ]{0,7}",
+            "\\PC{0,4}",
+        ];
+        (
+            proptest::collection::vec(field, 0..8),
+            prop_oneof![Just(""), Just("\n"), Just("\nx")],
+        )
+            .prop_map(|(fields, end)| (fields.join("\n") + end).into_bytes())
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..2 * MAX_RECORD)) {
+            check::claim(&data);
+        }
+
+        #[test]
+        fn claim_like_records_never_panic(state in state(), data in claim_like()) {
+            check::record(state, &data);
+        }
+
+        #[test]
+        fn claims_we_write_parse_back(
+            state in state(),
+            token in token(),
+            pid in 1..=i32::MAX as u32,
+            raw_host in proptest::collection::vec(any::<u8>(), 0..300),
+            namespace in any::<Option<u64>>(),
+            start in proptest::option::of(any::<(u128, u64)>()),
+        ) {
+            let host = host_field(&raw_host, namespace);
+            let start = start.map(|(high, low)| Token::new(high, low).to_string());
+            let record = encode_claim(&token, pid, &host, start.as_deref().unwrap_or(""));
+            let name = claim_name(state, &token);
+            let claim = parse_claim(Path::new(LOCK), &name, state, &token, &record).unwrap();
+            prop_assert_eq!(
+                claim,
+                StrictClaim { name, state, token: token.clone(), pid, host, start }
+            );
+        }
+
+        #[test]
+        fn claims_over_the_cap_are_refused(token in token(), pid in 1..=i32::MAX as u32, extra in 1..64usize) {
+            // A host long enough to carry the record past the cap, yet otherwise valid.
+            let short = encode_claim(&token, pid, "", "").len();
+            let host = "h".repeat((MAX_RECORD - short) / 2 + extra);
+            let record = encode_claim(&token, pid, &host, "");
+            prop_assert!(record.len() > MAX_RECORD);
+            let name = claim_name(ClaimState::Held, &token);
+            prop_assert!(parse_claim(Path::new(LOCK), &name, ClaimState::Held, &token, &record).is_err());
+            let fits = encode_claim(&token, pid, &host[..(MAX_RECORD - short) / 2], "");
+            prop_assert!(parse_claim(Path::new(LOCK), &name, ClaimState::Held, &token, &fits).is_ok());
+        }
+
+        #[test]
+        fn claim_names_parse_back(state in state(), token in token(), other in "\\PC{0,60}") {
+            let name = claim_name(state, &token);
+            prop_assert_eq!(parse_claim_name(&name), Some((state, token.as_str())));
+            check::names(other.as_bytes());
+        }
+
+        #[test]
+        fn private_record_names_lead_back_to_their_public_name(public in "[ -~]{0,40}") {
+            let private = private_record_name(OsStr::new(&public));
+            prop_assert_eq!(private_public_name(&private), Some(public.as_bytes()));
+        }
     }
 }

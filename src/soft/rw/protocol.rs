@@ -187,6 +187,15 @@ fn parse_snapshot(data: &[u8]) -> Option<Snapshot> {
     })
 }
 
+/// A `gen/HEAD` record's epoch line (with its newline) and the snapshot record after it;
+/// without a newline, all of it is the epoch line.
+fn split_head(data: &[u8]) -> (&[u8], &[u8]) {
+    match data.iter().position(|&b| b == b'\n') {
+        Some(end) => data.split_at(end + 1),
+        None => (data, &[]),
+    }
+}
+
 /// The `holders/<token>` record; only the nonce changes between heartbeats, so the length
 /// stays constant. `lease` is the writer's own stale threshold: a peer configured tighter
 /// must not read this holder's longer heartbeat interval as death.
@@ -359,10 +368,7 @@ impl Generations {
         let Some(data) = files.read(Area::Generations, HEAD_NAME)? else {
             return Ok(None);
         };
-        let (epoch, record) = match data.iter().position(|&b| b == b'\n') {
-            Some(end) => data.split_at(end + 1),
-            None => (&data[..], &[][..]),
-        };
+        let (epoch, record) = split_head(&data);
         Ok((self.valid_epoch() == Some(epoch)).then(|| record.to_vec()))
     }
 
@@ -1779,5 +1785,181 @@ sys.stdin.read()
         assert!(ours_layout.iter().any(|l| l.contains("lease=90.0")));
         python_release(python);
         assert!(!ours.exists() && !theirs.exists());
+    }
+}
+
+/// The invariants of the generation-log parsers on any input, for the property tests and
+/// the fuzz targets: each function parses its input and panics if a parse breaks one.
+#[cfg(any(test, feature = "fault-injection"))]
+pub(crate) mod check {
+    use super::*;
+
+    /// `data` as a `gen/<N>` record, as a `gen/HEAD` record and as a `gen/` entry name.
+    pub(crate) fn generation(data: &[u8]) {
+        snapshot(data);
+        let (epoch, record) = split_head(data);
+        assert_eq!([epoch, record].concat(), data);
+        assert!(epoch.ends_with(b"\n") || record.is_empty());
+        snapshot(record);
+        if let Some(generation) = std::str::from_utf8(data)
+            .ok()
+            .and_then(|name| parse_generation_name(OsStr::new(name)))
+        {
+            assert_eq!(generation_name(generation).as_bytes(), data);
+        }
+    }
+
+    /// What any parse of `data` may hold: only tokens, taken from `data`, and a snapshot
+    /// that writes and reads back as itself.
+    fn snapshot(data: &[u8]) {
+        let Some(s) = parse_snapshot(data) else {
+            return;
+        };
+        assert!(data.len() <= MAX_RECORD_SIZE);
+        let owned: usize = s.members().iter().map(|m| m.len()).sum();
+        assert!(owned <= data.len());
+        for member in s.members() {
+            assert!(is_token(member.as_bytes()));
+        }
+        assert_eq!(parse_snapshot(&s.encode()), Some(s));
+    }
+
+    /// `data` as a `holders/<token>` record: a lease only as Python's `repr` spells it.
+    pub(crate) fn holder(data: &[u8]) {
+        if let Some(lease) = holder_lease(Some(data)) {
+            assert!(lease.is_finite() && lease > 0.0);
+            let line = format!("lease={}", py_float_repr(lease));
+            assert!(data.windows(line.len()).any(|w| w == line.as_bytes()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn token() -> impl Strategy<Value = String> {
+        "[0-9a-f]{32}"
+    }
+
+    fn snapshot() -> impl Strategy<Value = Snapshot> {
+        (
+            any::<u64>(),
+            proptest::option::of(token()),
+            proptest::collection::btree_set(token(), 0..8),
+        )
+            .prop_map(|(generation, writer, readers)| Snapshot {
+                generation,
+                writer,
+                readers,
+            })
+    }
+
+    /// Text made of snapshot-like lines, so the parser gets past its first checks.
+    fn snapshot_like() -> impl Strategy<Value = Vec<u8>> {
+        let line = prop_oneof![
+            (
+                proptest::sample::select(vec!["generation", "writer", "reader", "lease", ""]),
+                prop_oneof![
+                    "[0-9]{0,22}",
+                    "[0-9a-f]{31,33}",
+                    Just("0123456789abcdef0123456789abcdef".to_owned()),
+                    "[ -~]{0,6}",
+                ],
+            )
+                .prop_map(|(k, v)| format!("{k}={v}")),
+            "[ -~]{0,10}",
+        ];
+        (
+            prop_oneof![Just("filelock-rw/1"), Just("filelock-rw/2"), Just("")],
+            proptest::collection::vec(line, 0..8),
+            prop_oneof![Just("\n"), Just(""), Just("\r\n")],
+        )
+            .prop_map(|(first, lines, end)| {
+                let mut text = first.to_owned();
+                for line in lines {
+                    text.push('\n');
+                    text.push_str(&line);
+                }
+                text.push_str(end);
+                text.into_bytes()
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            check::generation(&data);
+            check::holder(&data);
+        }
+
+        #[test]
+        fn snapshot_like_text_never_panics(data in snapshot_like()) {
+            check::generation(&data);
+        }
+
+        #[test]
+        fn snapshots_we_write_parse_back(s in snapshot()) {
+            prop_assert_eq!(parse_snapshot(&s.encode()), Some(s));
+        }
+
+        #[test]
+        fn head_records_we_write_split_back(epoch in token(), s in snapshot()) {
+            let epoch_line = format!("{epoch}\n").into_bytes();
+            let head = [epoch_line.clone(), s.encode()].concat();
+            let (line, record) = split_head(&head);
+            prop_assert_eq!(line, &epoch_line[..]);
+            prop_assert_eq!(parse_snapshot(record), Some(s));
+        }
+
+        #[test]
+        fn records_over_the_cap_are_refused(s in snapshot(), over in 1..64usize, fill in any::<u8>()) {
+            let mut data = s.encode();
+            data.resize(MAX_RECORD_SIZE + over, fill);
+            prop_assert_eq!(parse_snapshot(&data), None);
+        }
+
+        #[test]
+        fn holder_records_we_write_carry_their_lease(
+            token in token(),
+            nonce in token(),
+            nanos in 1..u64::MAX,
+        ) {
+            let lease = Duration::from_nanos(nanos);
+            let record = encode_holder(&token, &nonce, lease);
+            prop_assert_eq!(holder_lease(Some(&record)), Some(lease.as_secs_f64()));
+        }
+
+        #[test]
+        fn any_positive_lease_python_writes_reads_back(bits in 1u64..0x7ff0_0000_0000_0000) {
+            let lease = f64::from_bits(bits);
+            let record = format!("{PROTOCOL}\nlease={}\n", py_float_repr(lease));
+            prop_assert_eq!(holder_lease(Some(record.as_bytes())), Some(lease));
+        }
+
+        #[test]
+        fn generation_names_parse_back(generation in any::<u64>(), other in "[0-9]{19,21}|\\PC{0,24}") {
+            let name = generation_name(generation);
+            prop_assert_eq!(parse_generation_name(OsStr::new(&name)), Some(generation));
+            check::generation(other.as_bytes());
+        }
+    }
+
+    #[test]
+    fn a_valid_snapshot_is_read_whole_up_to_the_cap_and_refused_past_it() {
+        let mut s = Snapshot::empty(1);
+        // Each `reader=<token>\n` line is 40 bytes.
+        let header = s.encode().len();
+        let fit = (MAX_RECORD_SIZE - header) / 40;
+        s.readers = (0..fit as u128).map(|n| format!("{n:032x}")).collect();
+        let n = fit as u128;
+        let data = s.encode();
+        assert_eq!(data.len(), header + 40 * fit);
+        assert!(data.len() > MAX_RECORD_SIZE - 40);
+        assert_eq!(parse_snapshot(&data), Some(s.clone()));
+        s.readers.insert(format!("{n:032x}"));
+        assert!(s.encode().len() > MAX_RECORD_SIZE);
+        assert_eq!(parse_snapshot(&s.encode()), None);
     }
 }

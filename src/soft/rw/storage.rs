@@ -470,3 +470,35 @@ impl Files {
         Ok(())
     }
 }
+
+#[cfg(all(test, unix))]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A holder or generation file of any size reads as at most the cap plus one byte,
+        /// so the parsers see an oversized record as such without it being read whole.
+        #[test]
+        fn records_are_read_up_to_one_byte_past_the_cap(
+            size in prop_oneof![
+                0..64usize,
+                MAX_RECORD_SIZE - 64..=MAX_RECORD_SIZE + 64,
+                MAX_RECORD_SIZE..2 * MAX_RECORD_SIZE,
+            ],
+            fill in any::<u8>(),
+            area in prop_oneof![Just(Area::Generations), Just(Area::Holders)],
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("data.lock.rw");
+            let files = Files::new(root.clone());
+            files.prepare(false).unwrap();
+            let data = vec![fill; size];
+            std::fs::write(root.join(area.name()).join("record"), &data).unwrap();
+            let read = files.read(area, "record").unwrap().unwrap();
+            prop_assert_eq!(read.len(), size.min(MAX_RECORD_SIZE + 1));
+            prop_assert!(read.iter().all(|&b| b == fill));
+            prop_assert!(read.capacity() <= 2 * (MAX_RECORD_SIZE + 1));
+        }
+    }
+}
