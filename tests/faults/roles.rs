@@ -35,7 +35,9 @@ pub fn entry() -> bool {
     match role.as_str() {
         "holder" => holder(),
         "cancel" => crate::cancel::role(),
+        #[cfg(unix)]
         "nofile" => crate::fs::nofile_role(),
+        #[cfg(unix)]
         "eintr" => crate::fs::eintr_role(),
         _ => return false,
     }
