@@ -94,7 +94,7 @@ type ChangeKey = (i128, u64, i128);
 impl Watch {
     /// How long the marker described by `meta` has stayed unchanged as this process saw
     /// it; zero at first sight or after any change.
-    pub(crate) fn unchanged_for(&self, meta: &std::fs::Metadata) -> Duration {
+    pub(crate) fn unchanged_for(&self, meta: &sys::marker::Meta) -> Duration {
         let key = sys::marker::change_key(meta);
         let now = Instant::now();
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
@@ -184,7 +184,7 @@ enum Verdict {
     Held,
     /// The marker (as it was judged) may be taken over; the pid is its owner's, or the
     /// breaker's named by a break placeholder.
-    Stale(std::fs::Metadata, Option<u32>),
+    Stale(sys::marker::Meta, Option<u32>),
     Gone,
 }
 
@@ -475,7 +475,7 @@ impl LockKind for Soft {
         // the fence may have been taken over, and the successor's fence may be below ours:
         // the fence counts only if the path still names our marker after advancing it.
         let ours = held.marker.as_ref().expect("just acquired").id();
-        if !std::fs::symlink_metadata(path).is_ok_and(|m| sys::marker::id(&m) == ours) {
+        if !sys::marker::lstat(path).is_ok_and(|m| sys::marker::id(&m) == ours) {
             let _ = held.release();
             return Ok(None);
         }
