@@ -102,7 +102,8 @@ mod imp {
 
     #[cfg(unix)]
     fn kill_self() -> ! {
-        let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
         // Unreachable once the signal is delivered; never fall through into the protocol.
         loop {
             std::thread::sleep(Duration::from_secs(1));

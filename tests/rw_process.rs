@@ -113,13 +113,8 @@ enum Kind {
     Soft,
 }
 
-/// The soft lock runs on Unix only: Windows files are told apart by creation time, which
-/// Wine (where the Windows build is tested) derives from the Unix change time, so a commit
-/// there cannot recognise its own link (see the crate's notes on Windows).
-#[cfg(unix)]
+/// Every scenario runs for both kinds.
 const KINDS: [Kind; 2] = [Kind::Os, Kind::Soft];
-#[cfg(not(unix))]
-const KINDS: [Kind; 1] = [Kind::Os];
 
 /// The soft lock's timing in these tests.
 const HEARTBEAT: Duration = Duration::from_millis(100);
@@ -442,7 +437,6 @@ fn probe(kind: Kind, lock: &Path, mode: Mode, write: bool) -> String {
     line
 }
 
-#[cfg(unix)]
 /// Probes until the answer is `want`, for at most [`child::PROMPT`]; returns how long it took.
 fn probe_until(kind: Kind, lock: &Path, write: bool, want: &str) -> Duration {
     let start = Instant::now();
@@ -694,7 +688,6 @@ impl Either {
 /// unlocks the gate); the soft lock evicts it once its record has not changed for the stale
 /// threshold.
 #[test]
-#[cfg(unix)]
 fn a_killed_waiting_writer_lets_readers_in() {
     for kind in KINDS {
         let dir = tmp();
@@ -730,7 +723,6 @@ fn a_killed_waiting_writer_lets_readers_in() {
 /// A soft lock holder killed with SIGKILL is evicted after the stale threshold (as measured
 /// by the contender), and the next writer's generation fences it.
 #[test]
-#[cfg(unix)]
 fn a_killed_soft_holder_is_evicted_after_the_threshold() {
     let dir = tmp();
     let lock = lock_path(&dir, "data.db");

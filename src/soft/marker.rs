@@ -157,21 +157,24 @@ pub(crate) fn random_hex() -> String {
 /// complete marker of ours, so the lock path never stands empty. `Ok(Some)`: we hold the
 /// lock. `Ok(None)`: the marker changed since it was judged, or this file system cannot
 /// exchange names; where it cannot, the marker stays (on Windows it is renamed aside
-/// instead, which Windows refuses while its holder keeps it open).
+/// instead, which Windows refuses while its holder keeps it open, and the same attempt then
+/// creates its own marker, unless a peer's got there first).
 pub(crate) fn take_over(
     path: &Path,
     judged: &fs::Meta,
     mode: Option<u32>,
     record: &[u8],
 ) -> Result<Option<Marker>, Error> {
-    let unchanged = || {
-        fs::lstat(path).is_ok_and(|now| fs::judged_key(&now) == fs::judged_key(judged))
-    };
+    let unchanged =
+        || fs::lstat(path).is_ok_and(|now| fs::judged_key(&now) == fs::judged_key(judged));
     if !unchanged() {
         return Ok(None);
     }
     if !fs::REMOVE_WHILE_OPEN {
-        rename_aside(path, judged);
+        // With the judged marker gone, this attempt may still win the path.
+        if rename_aside(path, judged) {
+            return create(path, mode, record);
+        }
         return Ok(None);
     }
     let aside = side_name(path, "break");
@@ -247,19 +250,22 @@ fn exchange_back(path: &Path, aside: &Path, ours: &Marker) -> bool {
 
 /// Without an exchange (Windows): rename the judged marker aside, remove it if it is the one
 /// judged, and put back (by hard link, which never replaces) one recreated meanwhile.
-fn rename_aside(path: &Path, judged: &fs::Meta) {
+/// `true` when the judged marker was moved off the path.
+fn rename_aside(path: &Path, judged: &fs::Meta) -> bool {
     let aside = side_name(path, "break");
     if std::fs::rename(path, &aside).is_err() {
-        return;
+        return false;
     }
     match fs::lstat(&aside) {
         Ok(m) if fs::judged_key(&m) == fs::judged_key(judged) => {
             let _ = std::fs::remove_file(&aside);
+            true
         }
         Ok(m) if m.is_file() && std::fs::hard_link(&aside, path).is_ok() => {
             let _ = std::fs::remove_file(&aside);
+            false
         }
-        _ => {}
+        _ => false,
     }
 }
 
@@ -339,15 +345,24 @@ fn release(file: File, id: (u64, u64), owner: u32, path: &Path) -> Result<(), Er
     result
 }
 
-/// Windows: unlink after the close, retrying while the close settles, only while the path
-/// still names our file.
+/// Windows refuses to delete a file while it is being closed ("access denied") or while a
+/// peer reading it has it open without sharing deletion (`ERROR_SHARING_VIOLATION`; Python
+/// sees both as `PermissionError`).
+fn refused_while_open(e: &io::Error) -> bool {
+    const ERROR_SHARING_VIOLATION: i32 = 32;
+    e.kind() == io::ErrorKind::PermissionDenied
+        || (cfg!(windows) && e.raw_os_error() == Some(ERROR_SHARING_VIOLATION))
+}
+
+/// Windows: unlink after the close, retrying while the close settles or a peer reads the
+/// marker, only while the path still names our file.
 fn remove_own_after_close(path: &Path, id: (u64, u64)) -> Result<(), Error> {
     let mut delay = Duration::from_millis(1);
     for _ in 0..10 {
         match fs::lstat(path) {
             Ok(now) if fs::id(&now) == id => match std::fs::remove_file(path) {
                 Ok(()) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                Err(e) if refused_while_open(&e) => {
                     std::thread::sleep(delay);
                     delay *= 2;
                 }

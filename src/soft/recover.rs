@@ -138,8 +138,7 @@ fn restore(
         return false;
     }
     // Put the live marker back, but only over the judged (dead breaker's) marker.
-    let unchanged =
-        fs::lstat(path).is_ok_and(|now| fs::judged_key(&now) == fs::judged_key(judged));
+    let unchanged = fs::lstat(path).is_ok_and(|now| fs::judged_key(&now) == fs::judged_key(judged));
     if unchanged && matches!(sys::exchange(own, path), Ok(true)) {
         if fs::lstat(own).is_ok_and(|m| fs::id(&m) == fs::id(judged)) {
             let _ = std::fs::remove_file(own);
