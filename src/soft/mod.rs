@@ -603,7 +603,6 @@ fn check_mode(path: &Path, mode: Option<u32>) -> Result<(), Error> {
 /// ```
 /// use async_filelock::SoftFileLock;
 ///
-/// # #[cfg(unix)] // Windows: see the crate's notes on file identity under Wine.
 /// # futures_lite::future::block_on(async {
 /// let lock = SoftFileLock::new(std::env::temp_dir().join("doc-soft.lock"));
 /// let guard = lock.acquire().await?;
@@ -857,7 +856,6 @@ impl fmt::Debug for SoftFileLockGuard {
 /// use std::time::Duration;
 /// use async_filelock::SoftFileLease;
 ///
-/// # #[cfg(unix)]
 /// # futures_lite::future::block_on(async {
 /// let lease = SoftFileLease::builder(std::env::temp_dir().join("doc-lease.lock"))
 ///     .duration(Duration::from_secs(10))
