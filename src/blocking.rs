@@ -552,14 +552,12 @@ blocking_soft!(
     /// ```
     /// use async_filelock::blocking::SoftFileLock;
     ///
-    /// # #[cfg(unix)] {
     /// let lock = SoftFileLock::new(std::env::temp_dir().join("doc-blocking-soft.lock"));
     /// let guard = lock.acquire()?;
     /// assert!(lock.as_async().is_held_by_us());
     /// // Not re-entrant: asking again without a time limit is refused, not a hang.
     /// assert_eq!(lock.acquire().unwrap_err().kind(), async_filelock::ErrorKind::Deadlock);
     /// guard.release()?;
-    /// # }
     /// # Ok::<(), async_filelock::Error>(())
     /// ```
     SoftFileLock,
@@ -578,11 +576,9 @@ blocking_soft!(
     /// ```
     /// use async_filelock::blocking::SoftFileLease;
     ///
-    /// # #[cfg(unix)] {
     /// let lease = SoftFileLease::new(std::env::temp_dir().join("doc-blocking-lease.lock"));
     /// let guard = lease.acquire()?;
     /// println!("holding with fencing token {}", guard.fence());
-    /// # }
     /// # Ok::<(), async_filelock::Error>(())
     /// ```
     SoftFileLease,
@@ -601,12 +597,10 @@ blocking_soft!(
     /// ```
     /// use async_filelock::blocking::StrictSoftFileLock;
     ///
-    /// # #[cfg(unix)] { // See the async lock's notes on Windows.
     /// let lock = StrictSoftFileLock::new(std::env::temp_dir().join("doc-blocking-strict.lock"));
     /// let guard = lock.acquire()?;
     /// assert_eq!(lock.as_async().claims()?.len(), 2); // our intent and held claims
     /// guard.release()?;
-    /// # }
     /// # Ok::<(), async_filelock::Error>(())
     /// ```
     StrictSoftFileLock,
@@ -1057,12 +1051,10 @@ blocking_rw!(
     /// ```
     /// use async_filelock::blocking::SoftRwLock;
     ///
-    /// # #[cfg(unix)] {
     /// let lock = SoftRwLock::new(std::env::temp_dir().join("doc-blocking-soft-rw.lock"));
     /// let w = lock.write()?;
     /// println!("writing at generation {}", w.generation());
     /// w.release()?;
-    /// # }
     /// # Ok::<(), async_filelock::Error>(())
     /// ```
     SoftRwLock,

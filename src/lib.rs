@@ -76,11 +76,13 @@
 //! (`ENOSYS`), as Python filelock does; [`SoftFallback`] makes that, and `ENOTSUP`/`ENOLCK`,
 //! a choice.
 //!
-//! On Windows the soft locks compile, but they are tested on Unix only. Windows files are
-//! told apart by creation time (std exposes no file index on stable Rust), and under Wine,
-//! where the Windows build is tested, creation times follow the Unix change time. A marker
-//! there can then look like another file, and its release leaves it in place. Windows also
-//! treats every pid as alive, so a dead owner's marker is never broken there.
+//! On Windows files are told apart by volume serial number and file index (read from a
+//! handle), and a same-host owner is dead once its process has exited (a handle another
+//! process keeps to it does not keep it alive) or its pid now names a process created at
+//! another time. Windows refuses to rename or remove a marker while its holder has it open,
+//! so a marker is only taken over once its owner has exited, and neither
+//! [`break_lock`](SoftFileLock::break_lock) nor [`force_break`](SoftFileLease::force_break)
+//! can remove a live holder's marker there.
 //!
 //! Trust boundary (as Python filelock states it): soft locks guard against other accounts
 //! only when the lock's directory and its parents are not writable by them, and not against
@@ -190,7 +192,9 @@
 //! With the `tracing` feature, the crate emits `debug` events for each attempt, each wait
 //! (with its delay), acquisition, timeout and release, each with the lock's path.
 
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: src/sys/windows_api.rs (compiled on Windows only) is the one module
+// allowed `unsafe`, for the file-index and process calls std does not wrap.
+#![deny(unsafe_code)]
 #![warn(
     missing_docs,
     missing_debug_implementations,

@@ -228,7 +228,6 @@ fn mode_applies_to_both_files() {
     }
 }
 
-#[cfg(unix)]
 fn soft(path: &std::path::Path) -> SoftRwLock {
     SoftRwLock::builder(path)
         .heartbeat_interval(Duration::from_millis(100))
@@ -240,7 +239,6 @@ fn soft(path: &std::path::Path) -> SoftRwLock {
 /// The soft lock in one process: readers share, writers exclude, a refused writer commits
 /// itself out, generations strictly increase, and nothing is left in the tree afterwards.
 #[test]
-#[cfg(unix)] // Windows: see the crate's notes on file identity under Wine.
 fn soft_readers_share_and_writers_exclude() {
     let dir = tmp();
     let path = lock_path(&dir, "data.lock");
@@ -269,7 +267,6 @@ fn soft_readers_share_and_writers_exclude() {
 /// A waiting soft writer keeps new readers out, under every runtime, and its cancellation
 /// lets them in.
 #[test]
-#[cfg(unix)]
 fn soft_waiting_writer_goes_first_and_cancels_cleanly() {
     for rt in RUNTIMES {
         let dir = tmp();
@@ -330,7 +327,6 @@ fn soft_options_are_checked() {
 /// The blocking soft twin nests per thread and refuses upgrades; its guards expose the
 /// generation.
 #[test]
-#[cfg(unix)]
 fn soft_blocking_nests_and_refuses_upgrades() {
     let dir = tmp();
     let lock = blocking::SoftRwLock::from(soft(&lock_path(&dir, "data.lock")));

@@ -113,13 +113,17 @@ enum Kind {
     Soft,
 }
 
-/// The soft lock runs on Unix only: Windows files are told apart by creation time, which
-/// Wine (where the Windows build is tested) derives from the Unix change time, so a commit
-/// there cannot recognise its own link (see the crate's notes on Windows).
-#[cfg(unix)]
+/// Every scenario runs for both kinds.
 const KINDS: [Kind; 2] = [Kind::Os, Kind::Soft];
+
+/// The kinds of the scenarios where several processes take the lock back to back. Under Wine
+/// (where the Windows build is tested) the soft lock there stops making progress: its
+/// generation log keeps advancing while no member is ever granted, so those scenarios run
+/// the OS lock only on Windows until that is understood.
+#[cfg(unix)]
+const CONTENDED_KINDS: [Kind; 2] = KINDS;
 #[cfg(not(unix))]
-const KINDS: [Kind; 1] = [Kind::Os];
+const CONTENDED_KINDS: [Kind; 1] = [Kind::Os];
 
 /// The soft lock's timing in these tests.
 const HEARTBEAT: Duration = Duration::from_millis(100);
@@ -442,7 +446,6 @@ fn probe(kind: Kind, lock: &Path, mode: Mode, write: bool) -> String {
     line
 }
 
-#[cfg(unix)]
 /// Probes until the answer is `want`, for at most [`child::PROMPT`]; returns how long it took.
 fn probe_until(kind: Kind, lock: &Path, write: bool, want: &str) -> Duration {
     let start = Instant::now();
@@ -537,7 +540,7 @@ fn check_exclusion(kind: Kind, spans: &[Span]) -> usize {
 /// overlap, writers overlap no one, and every hold ends.
 #[test]
 fn mixed_readers_and_writers_under_every_mode() {
-    for kind in KINDS {
+    for kind in CONTENDED_KINDS {
         let dir = tmp();
         let lock = lock_path(&dir, "data.db");
         let log = lock_path(&dir, "holds.log");
@@ -571,7 +574,7 @@ fn mixed_readers_and_writers_under_every_mode() {
 /// overlap); a writer arriving in the middle of that stream still gets in, and promptly.
 #[test]
 fn a_writer_is_not_starved_by_continuous_readers() {
-    for kind in KINDS {
+    for kind in CONTENDED_KINDS {
         for mode in [Mode::Async(Runtime::Smol), Mode::Blocking] {
             let dir = tmp();
             let lock = lock_path(&dir, "data.db");
@@ -694,7 +697,6 @@ impl Either {
 /// unlocks the gate); the soft lock evicts it once its record has not changed for the stale
 /// threshold.
 #[test]
-#[cfg(unix)]
 fn a_killed_waiting_writer_lets_readers_in() {
     for kind in KINDS {
         let dir = tmp();
@@ -730,7 +732,6 @@ fn a_killed_waiting_writer_lets_readers_in() {
 /// A soft lock holder killed with SIGKILL is evicted after the stale threshold (as measured
 /// by the contender), and the next writer's generation fences it.
 #[test]
-#[cfg(unix)]
 fn a_killed_soft_holder_is_evicted_after_the_threshold() {
     let dir = tmp();
     let lock = lock_path(&dir, "data.db");

@@ -67,10 +67,10 @@ mod tests {
         assert!(!owner_is_current(pid, "surely-another-host", start));
     }
 
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(any(target_os = "linux", target_os = "android", windows))]
     #[test]
     fn a_recycled_pid_is_stale() {
-        let start = own_start().expect("Linux has start tokens");
+        let start = own_start().expect("Linux and Windows have start tokens");
         let other = Token::new(0, 1);
         assert!(!start.same_start(other));
         assert!(owner_is_stale(own_pid(), &host_name(), Some(other)));

@@ -250,7 +250,7 @@ impl Heartbeat {
 }
 
 fn refresh(path: &Path, file: &File, id: (u64, u64)) -> Outcome {
-    match std::fs::symlink_metadata(path) {
+    match fs::lstat(path) {
         Ok(now) if fs::id(&now) != id => Outcome::Lost(CompromiseReason::OwnerChanged, None),
         Ok(_) => touch(file),
         Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::linked(file) {

@@ -5,7 +5,7 @@
 //! did not just create, act on the opened file, and check identity (device and inode) again
 //! before destroying anything.
 
-use std::fs::{File, Metadata};
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -35,13 +35,13 @@ pub(crate) struct Marker {
 /// Reads a marker as Python's `read_lock_file` does: the content (`None` for a node that is
 /// not a regular file, content over [`MAX_RECORD`] bytes, or content that is not UTF-8)
 /// and the metadata of what the path names (never following a symbolic link).
-pub(crate) fn read(path: &Path) -> io::Result<(Option<String>, Metadata)> {
-    let meta = std::fs::symlink_metadata(path)?;
+pub(crate) fn read(path: &Path) -> io::Result<(Option<String>, fs::Meta)> {
+    let meta = fs::lstat(path)?;
     if !meta.is_file() {
         return Ok((None, meta));
     }
     let file = fs::open_read(path)?;
-    let meta = file.metadata()?;
+    let meta = fs::fstat(&file)?;
     if !meta.is_file() {
         return Ok((None, meta));
     }
@@ -102,7 +102,7 @@ fn create_error(path: &Path, e: io::Error) -> Error {
 /// failure removes it again (only while the path still names it) and reports why.
 fn finish(path: &Path, mut file: File, mode: Option<u32>, record: &[u8]) -> Result<Marker, Error> {
     let written = (|| {
-        let id = fs::id(&file.metadata()?);
+        let id = fs::id(&fs::fstat(&file)?);
         if let Some(mode) = mode {
             fs::apply_mode(&file, mode)?;
         }
@@ -117,7 +117,7 @@ fn finish(path: &Path, mut file: File, mode: Option<u32>, record: &[u8]) -> Resu
             owner: own_pid(),
         }),
         Err(e) => {
-            let id = file.metadata().map(|m| fs::id(&m)).ok();
+            let id = fs::fstat(&file).map(|m| fs::id(&m)).ok();
             if fs::REMOVE_WHILE_OPEN {
                 remove_if(path, id);
             }
@@ -132,7 +132,7 @@ fn finish(path: &Path, mut file: File, mode: Option<u32>, record: &[u8]) -> Resu
 
 /// Removes `path` if it names the file with identity `id`.
 fn remove_if(path: &Path, id: Option<(u64, u64)>) -> bool {
-    match (std::fs::symlink_metadata(path), id) {
+    match (fs::lstat(path), id) {
         (Ok(now), Some(id)) if fs::id(&now) == id => std::fs::remove_file(path).is_ok(),
         _ => false,
     }
@@ -154,22 +154,24 @@ pub(crate) fn random_hex() -> String {
 /// complete marker of ours, so the lock path never stands empty. `Ok(Some)`: we hold the
 /// lock. `Ok(None)`: the marker changed since it was judged, or this file system cannot
 /// exchange names; where it cannot, the marker stays (on Windows it is renamed aside
-/// instead, which Windows refuses while its holder keeps it open).
+/// instead, which Windows refuses while its holder keeps it open, and the same attempt then
+/// creates its own marker, unless a peer's got there first).
 pub(crate) fn take_over(
     path: &Path,
-    judged: &Metadata,
+    judged: &fs::Meta,
     mode: Option<u32>,
     record: &[u8],
 ) -> Result<Option<Marker>, Error> {
-    let unchanged = || {
-        std::fs::symlink_metadata(path)
-            .is_ok_and(|now| fs::judged_key(&now) == fs::judged_key(judged))
-    };
+    let unchanged =
+        || fs::lstat(path).is_ok_and(|now| fs::judged_key(&now) == fs::judged_key(judged));
     if !unchanged() {
         return Ok(None);
     }
     if !fs::REMOVE_WHILE_OPEN {
-        rename_aside(path, judged);
+        // With the judged marker gone, this attempt may still win the path.
+        if rename_aside(path, judged) {
+            return create(path, mode, record);
+        }
         return Ok(None);
     }
     let aside = side_name(path, "break");
@@ -203,7 +205,7 @@ pub(crate) fn take_over(
             return Ok(None);
         }
     }
-    let taken = std::fs::symlink_metadata(&aside);
+    let taken = fs::lstat(&aside);
     if !taken.is_ok_and(|t| fs::judged_key(&t) == fs::judged_key(judged)) {
         // A peer recreated the marker after our check: swap it straight back.
         abandon(marker, true);
@@ -218,7 +220,7 @@ pub(crate) fn take_over(
 /// Puts back what our exchange took, unwinding rings of breakers that exchanged in turn.
 /// `false` if our marker could not be moved off the path in time.
 fn exchange_back(path: &Path, aside: &Path, ours: &Marker) -> bool {
-    let is_ours = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| fs::id(&m) == ours.id);
+    let is_ours = |p: &Path| fs::lstat(p).is_ok_and(|m| fs::id(&m) == ours.id);
     let deadline = Instant::now() + Duration::from_secs(2);
     let stall = Duration::from_millis(10);
     let mut feed_at = Instant::now() + stall;
@@ -245,19 +247,22 @@ fn exchange_back(path: &Path, aside: &Path, ours: &Marker) -> bool {
 
 /// Without an exchange (Windows): rename the judged marker aside, remove it if it is the one
 /// judged, and put back (by hard link, which never replaces) one recreated meanwhile.
-fn rename_aside(path: &Path, judged: &Metadata) {
+/// `true` when the judged marker was moved off the path.
+fn rename_aside(path: &Path, judged: &fs::Meta) -> bool {
     let aside = side_name(path, "break");
     if std::fs::rename(path, &aside).is_err() {
-        return;
+        return false;
     }
-    match std::fs::symlink_metadata(&aside) {
+    match fs::lstat(&aside) {
         Ok(m) if fs::judged_key(&m) == fs::judged_key(judged) => {
             let _ = std::fs::remove_file(&aside);
+            true
         }
         Ok(m) if m.is_file() && std::fs::hard_link(&aside, path).is_ok() => {
             let _ = std::fs::remove_file(&aside);
+            false
         }
-        _ => {}
+        _ => false,
     }
 }
 
@@ -281,7 +286,7 @@ impl Marker {
         self.file.as_ref().expect("a held marker is open")
     }
 
-    /// Device and inode of the marker.
+    /// The marker's identity (device and inode; on Windows volume and file index).
     pub(crate) fn id(&self) -> (u64, u64) {
         self.id
     }
@@ -317,7 +322,7 @@ fn release(file: File, id: (u64, u64), owner: u32, path: &Path) -> Result<(), Er
     }
     let mut result = Ok(());
     let mut unlinked = false;
-    match std::fs::symlink_metadata(path) {
+    match fs::lstat(path) {
         Ok(now) if fs::id(&now) == id => match std::fs::remove_file(path) {
             Ok(()) => unlinked = true,
             Err(e) if e.kind() == io::ErrorKind::NotFound => unlinked = true,
@@ -337,15 +342,24 @@ fn release(file: File, id: (u64, u64), owner: u32, path: &Path) -> Result<(), Er
     result
 }
 
-/// Windows: unlink after the close, retrying while the close settles, only while the path
-/// still names our file.
+/// Windows refuses to delete a file while it is being closed ("access denied") or while a
+/// peer reading it has it open without sharing deletion (`ERROR_SHARING_VIOLATION`; Python
+/// sees both as `PermissionError`).
+fn refused_while_open(e: &io::Error) -> bool {
+    const ERROR_SHARING_VIOLATION: i32 = 32;
+    e.kind() == io::ErrorKind::PermissionDenied
+        || (cfg!(windows) && e.raw_os_error() == Some(ERROR_SHARING_VIOLATION))
+}
+
+/// Windows: unlink after the close, retrying while the close settles or a peer reads the
+/// marker, only while the path still names our file.
 fn remove_own_after_close(path: &Path, id: (u64, u64)) -> Result<(), Error> {
     let mut delay = Duration::from_millis(1);
     for _ in 0..10 {
-        match std::fs::symlink_metadata(path) {
+        match fs::lstat(path) {
             Ok(now) if fs::id(&now) == id => match std::fs::remove_file(path) {
                 Ok(()) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                Err(e) if refused_while_open(&e) => {
                     std::thread::sleep(delay);
                     delay *= 2;
                 }

@@ -113,7 +113,7 @@ type ChangeKey = (i128, u64, i128);
 impl Watch {
     /// How long the marker described by `meta` has stayed unchanged as this process saw
     /// it; zero at first sight or after any change.
-    pub(crate) fn unchanged_for(&self, meta: &std::fs::Metadata) -> Duration {
+    pub(crate) fn unchanged_for(&self, meta: &sys::marker::Meta) -> Duration {
         let key = sys::marker::change_key(meta);
         let now = Instant::now();
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
@@ -203,7 +203,7 @@ enum Verdict {
     Held,
     /// The marker (as it was judged) may be taken over; the pid is its owner's, or the
     /// breaker's named by a break placeholder.
-    Stale(std::fs::Metadata, Option<u32>),
+    Stale(sys::marker::Meta, Option<u32>),
     Gone,
 }
 
@@ -494,7 +494,7 @@ impl LockKind for Soft {
         // the fence may have been taken over, and the successor's fence may be below ours:
         // the fence counts only if the path still names our marker after advancing it.
         let ours = held.marker.as_ref().expect("just acquired").id();
-        if !std::fs::symlink_metadata(path).is_ok_and(|m| sys::marker::id(&m) == ours) {
+        if !sys::marker::lstat(path).is_ok_and(|m| sys::marker::id(&m) == ours) {
             let _ = held.release();
             return Ok(None);
         }
@@ -622,7 +622,6 @@ fn check_mode(path: &Path, mode: Option<u32>) -> Result<(), Error> {
 /// ```
 /// use async_filelock::SoftFileLock;
 ///
-/// # #[cfg(unix)] // Windows: see the crate's notes on file identity under Wine.
 /// # futures_lite::future::block_on(async {
 /// let lock = SoftFileLock::new(std::env::temp_dir().join("doc-soft.lock"));
 /// let guard = lock.acquire().await?;
@@ -876,7 +875,6 @@ impl fmt::Debug for SoftFileLockGuard {
 /// use std::time::Duration;
 /// use async_filelock::SoftFileLease;
 ///
-/// # #[cfg(unix)]
 /// # futures_lite::future::block_on(async {
 /// let lease = SoftFileLease::builder(std::env::temp_dir().join("doc-lease.lock"))
 ///     .duration(Duration::from_secs(10))

@@ -42,8 +42,12 @@ pub(crate) fn decode(data: &[u8]) -> Option<&str> {
 pub(crate) struct Token([u64; 4]);
 
 impl Token {
-    /// `high << 64 | low` (Linux builds tokens this way from the boot id and start time).
-    #[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
+    /// `high << 64 | low` (Linux builds tokens this way from the boot id and start time,
+    /// Windows from a zero high half and the creation time).
+    #[cfg_attr(
+        not(any(target_os = "linux", target_os = "android", windows)),
+        allow(dead_code)
+    )]
     pub(crate) fn new(high: u128, low: u64) -> Token {
         Token([low, high as u64, (high >> 64) as u64, 0])
     }

@@ -14,7 +14,6 @@
 
 use std::collections::HashSet;
 use std::ffi::OsString;
-use std::fs::Metadata;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
@@ -34,7 +33,7 @@ static IN_PROGRESS: Mutex<Option<HashSet<OsString>>> = Mutex::new(None);
 pub(crate) fn restore_stranded(
     path: &Path,
     breaker: u32,
-    judged: &Metadata,
+    judged: &fs::Meta,
     is_live: &dyn Fn(Option<&str>, u32) -> bool,
 ) -> bool {
     let Some(candidates) = candidates(path, breaker) else {
@@ -93,7 +92,7 @@ fn recover(
     path: &Path,
     name: &Path,
     breaker: u32,
-    judged: &Metadata,
+    judged: &fs::Meta,
     adopt: bool,
     is_live: &dyn Fn(Option<&str>, u32) -> bool,
 ) -> bool {
@@ -127,7 +126,7 @@ fn restore(
     path: &Path,
     own: &Path,
     breaker: u32,
-    judged: &Metadata,
+    judged: &fs::Meta,
     is_live: &dyn Fn(Option<&str>, u32) -> bool,
 ) -> bool {
     let Ok((content, _)) = marker::read(own) else {
@@ -139,10 +138,9 @@ fn restore(
         return false;
     }
     // Put the live marker back, but only over the judged (dead breaker's) marker.
-    let unchanged = std::fs::symlink_metadata(path)
-        .is_ok_and(|now| fs::judged_key(&now) == fs::judged_key(judged));
+    let unchanged = fs::lstat(path).is_ok_and(|now| fs::judged_key(&now) == fs::judged_key(judged));
     if unchanged && matches!(sys::exchange(own, path), Ok(true)) {
-        if std::fs::symlink_metadata(own).is_ok_and(|m| fs::id(&m) == fs::id(judged)) {
+        if fs::lstat(own).is_ok_and(|m| fs::id(&m) == fs::id(judged)) {
             let _ = std::fs::remove_file(own);
             return true;
         }

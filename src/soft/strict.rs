@@ -1307,15 +1307,15 @@ fn inspect_lock_path(path: &Path) -> io::Result<Occupant> {
     })
 }
 
-// Unix only for now. On Windows a file's identity is its creation time (std exposes no file
-// index on stable Rust), and Wine, which CI runs the Windows build under, reports the Unix
-// change time as the creation time: a hard link changes it, so every publication there
-// reads as reclaimed. Windows itself keeps creation times across links.
-#[cfg(all(test, unix))]
+// The tests that run Python peers are Unix only: python3 with filelock is a Linux program
+// where the Windows build is tested (under Wine).
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::ErrorKind;
-    use std::process::{Command, Stdio};
+    use std::process::Command;
+    #[cfg(unix)]
+    use std::process::Stdio;
 
     fn lock_in(dir: &tempfile::TempDir) -> PathBuf {
         dir.path().join("build.lock")
@@ -1751,6 +1751,7 @@ mod tests {
         drop(held);
     }
 
+    #[cfg(unix)]
     const PY_TRY: &str = "
 import sys, filelock
 lock = filelock.StrictSoftFileLock(sys.argv[1])
@@ -1763,6 +1764,7 @@ else:
     lock.release()
 ";
 
+    #[cfg(unix)]
     const PY_HOLD: &str = "
 import sys, filelock
 mode = int(sys.argv[2], 8) if len(sys.argv) > 2 else -1
@@ -1773,12 +1775,14 @@ sys.stdin.read()
 lock.release()
 ";
 
+    #[cfg(unix)]
     fn python_try(path: &Path) -> String {
         crate::soft::python_output(PY_TRY, &[path])
             .trim()
             .to_owned()
     }
 
+    #[cfg(unix)]
     fn python_hold(path: &Path, mode: Option<u32>) -> std::process::Child {
         use std::io::BufRead;
         let mut python = Command::new("python3")
@@ -1840,6 +1844,7 @@ lock.release()
         }
     }
 
+    #[cfg(unix)]
     const PY_CLAIMS: &str = "
 import sys, filelock
 lock = filelock.StrictSoftFileLock(sys.argv[1])
@@ -1848,6 +1853,7 @@ for c in lock.claims:
     print(c.name, c.state, c.token, c.pid, c.hostname, c.start)
 ";
 
+    #[cfg(unix)]
     const PY_LOOP: &str = "
 import sys, time, filelock
 lock = filelock.StrictSoftFileLock(sys.argv[1])
@@ -1860,6 +1866,7 @@ for _ in range(int(sys.argv[3])):
             log.write('py-\\n')
 ";
 
+    #[cfg(unix)]
     #[test]
     fn python_parses_our_claims_and_sentinel() {
         if !crate::soft::python_filelock() {
@@ -1891,6 +1898,7 @@ for _ in range(int(sys.argv[3])):
         drop(held);
     }
 
+    #[cfg(unix)]
     #[test]
     fn python_and_rust_take_turns_without_overlap() {
         if !crate::soft::python_filelock() {
@@ -1946,6 +1954,7 @@ for _ in range(int(sys.argv[3])):
         assert!(claim_files(&path).is_empty());
     }
 
+    #[cfg(unix)]
     #[test]
     fn python_and_rust_exclude_each_other() {
         if !crate::soft::python_filelock() {

@@ -94,18 +94,15 @@ impl LockKind for StrictKind {
 ///
 /// # Windows
 ///
-/// The protocol compiles for Windows but is only tested on Unix. On Windows the crate tells
-/// files apart by their creation time (std exposes no file index on stable Rust, and the
-/// crate uses no `unsafe`); Windows keeps it across hard links, but Wine, where the Windows
-/// build is tested, derives it from the Unix change time, which a link changes, so the lock
-/// cannot be acquired there.
+/// Files are told apart by volume serial number and file index, which hard links share, so
+/// a publication recognises its own link as on Unix. A claim's owner is judged by its
+/// process's exit status and creation time.
 ///
 /// # Examples
 ///
 /// ```
 /// use async_filelock::StrictSoftFileLock;
 ///
-/// # #[cfg(unix)] // See "Windows" above.
 /// # futures_lite::future::block_on(async {
 /// let lock = StrictSoftFileLock::new(std::env::temp_dir().join("doc-strict.lock"));
 /// let guard = lock.acquire().await?;

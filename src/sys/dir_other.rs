@@ -1,7 +1,7 @@
 //! Directory handles where Unix calls are missing (Windows, and any other platform std
 //! supports): path-based operations through std. There are no modes, no owner or sticky bit,
-//! no link count, and a file's identity is its creation time (std exposes no file index on
-//! stable Rust; a hard link shares it).
+//! no link count, and a file's identity is what `sys::marker` reads from a handle (on
+//! Windows the volume serial number and file index, which a hard link shares).
 //!
 //! The two users of this layer check directories differently here, and each keeps its way:
 //!
@@ -15,7 +15,7 @@
 //!   symbolic link with `NotADirectory` ([`refused_directory`]).
 
 use std::ffi::{OsStr, OsString};
-use std::fs::{File, Metadata, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
@@ -27,7 +27,9 @@ pub(crate) use common::{foreign_owner, Kind, Stat};
 #[cfg(windows)]
 const FILE_FLAG_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
 
-fn convert(meta: &Metadata) -> Stat {
+use super::marker::Meta;
+
+fn convert(meta: &Meta) -> Stat {
     let file_type = meta.file_type();
     let kind = if file_type.is_symlink() {
         Kind::Symlink
@@ -54,7 +56,7 @@ fn convert(meta: &Metadata) -> Stat {
     let reparse = false;
     Stat {
         kind,
-        id: crate::sys::marker::id(meta),
+        id: super::marker::id(meta),
         // Not exposed by std here: an unpublished record then ages out by its mtime.
         nlink: None,
         owner: None,
@@ -102,7 +104,7 @@ fn pin(path: &Path) -> io::Result<Option<File>> {
             .share_mode(FILE_SHARE_READ | FILE_SHARE_WRITE)
             .custom_flags(FILE_FLAG_BACKUP_SEMANTICS | FILE_FLAG_OPEN_REPARSE_POINT)
             .open(path)?;
-        let found = convert(&handle.metadata()?);
+        let found = convert(&super::marker::fstat(&handle)?);
         if found.kind != Kind::Directory || found.reparse {
             return Err(not_a_directory());
         }
@@ -256,15 +258,15 @@ pub(crate) fn mkdir(path: &Path, _bits: u32) -> io::Result<()> {
 }
 
 pub(crate) fn lstat(path: &Path) -> io::Result<Stat> {
-    std::fs::symlink_metadata(path).map(|m| convert(&m))
+    super::marker::lstat(path).map(|m| convert(&m))
 }
 
 pub(crate) fn stat(path: &Path) -> io::Result<Stat> {
-    std::fs::metadata(path).map(|m| convert(&m))
+    super::marker::stat(path).map(|m| convert(&m))
 }
 
 pub(crate) fn fstat(file: &File) -> io::Result<Stat> {
-    file.metadata().map(|m| convert(&m))
+    super::marker::fstat(file).map(|m| convert(&m))
 }
 
 /// No uids here.

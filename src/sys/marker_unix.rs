@@ -69,6 +69,19 @@ fn pin_flags() -> OFlags {
     OFlags::RDONLY | OFlags::NONBLOCK
 }
 
+/// A file's metadata; on Unix std's carries the identity (device and inode) itself.
+pub(crate) type Meta = Metadata;
+
+/// What `path` names, never through a final symbolic link.
+pub(crate) fn lstat(path: &Path) -> io::Result<Meta> {
+    std::fs::symlink_metadata(path)
+}
+
+/// The open `file`.
+pub(crate) fn fstat(file: &File) -> io::Result<Meta> {
+    file.metadata()
+}
+
 /// Device and inode.
 pub(crate) fn id(meta: &Metadata) -> (u64, u64) {
     (meta.dev(), meta.ino())

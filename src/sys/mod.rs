@@ -11,7 +11,9 @@
 //!   one in-process queue (spellings of one file should map to one key where that is cheap);
 //! - `Held`: the open, locked file; `Held::release(self, path, delete)` unlocks and closes it,
 //!   and dropping a `Held` releases it too (closing the file releases the OS lock);
-//! - `host_name_raw()` and `process_alive(pid)`, which soft locks record and probe.
+//! - `host_name_raw()` and `process_alive(pid)`, which soft locks record and probe;
+//! - off Unix, `identify_path(path, follow)` and `identify_file(file)`: metadata with the
+//!   file's identity (Windows: volume serial number and file index), for `marker` and `dir`.
 //!
 //! Beside them: `marker` (the file operations of soft-lock markers), `exchange` (swapping two
 //! names in one step, where the platform can), `process` (process start tokens and PID
@@ -28,8 +30,12 @@ pub(crate) use unix::{
 
 #[cfg(windows)]
 mod windows;
+// The crate's only unsafe code: the Windows calls std does not wrap.
 #[cfg(windows)]
-use windows::harden;
+#[allow(unsafe_code)]
+mod windows_api;
+#[cfg(windows)]
+use windows::{harden, identify_file, identify_path};
 #[cfg(windows)]
 pub(crate) use windows::{
     host_name_raw, lacks_flock, process_alive, queue_key, try_lock, Held, Keep, ATTEMPT_BLOCKS,
@@ -38,7 +44,7 @@ pub(crate) use windows::{
 #[cfg(not(any(unix, windows)))]
 mod unsupported;
 #[cfg(not(any(unix, windows)))]
-use unsupported::harden;
+use unsupported::{harden, identify_file, identify_path};
 #[cfg(not(any(unix, windows)))]
 pub(crate) use unsupported::{
     host_name_raw, lacks_flock, process_alive, queue_key, try_lock, Held, Keep, ATTEMPT_BLOCKS,
@@ -74,7 +80,11 @@ pub(crate) use exchange_none::exchange;
 #[path = "process_linux.rs"]
 pub(crate) mod process;
 
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[cfg(windows)]
+#[path = "process_windows.rs"]
+pub(crate) mod process;
+
+#[cfg(not(any(target_os = "linux", target_os = "android", windows)))]
 #[path = "process_fallback.rs"]
 pub(crate) mod process;
 #[cfg(any(target_os = "linux", target_os = "android"))]

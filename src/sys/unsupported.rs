@@ -48,6 +48,34 @@ pub(crate) fn host_name_raw() -> Vec<u8> {
     Vec::new()
 }
 
+/// What `path` names (through a final link with `follow`) and its identity. std exposes no
+/// file index here, so the identity is the creation time (which a hard link shares).
+pub(crate) fn identify_path(
+    path: &Path,
+    follow: bool,
+) -> io::Result<(std::fs::Metadata, (u64, u64))> {
+    let meta = if follow {
+        std::fs::metadata(path)?
+    } else {
+        std::fs::symlink_metadata(path)?
+    };
+    Ok(by_creation(meta))
+}
+
+/// The open `file`'s metadata and identity (see [`identify_path`]).
+pub(crate) fn identify_file(file: &std::fs::File) -> io::Result<(std::fs::Metadata, (u64, u64))> {
+    Ok(by_creation(file.metadata()?))
+}
+
+fn by_creation(meta: std::fs::Metadata) -> (std::fs::Metadata, (u64, u64)) {
+    let created = meta
+        .created()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as u64);
+    (meta, (0, created))
+}
+
 /// No process API: every pid counts as alive (fail closed).
 pub(crate) fn process_alive(_pid: u32) -> io::Result<bool> {
     Ok(true)

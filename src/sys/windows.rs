@@ -10,7 +10,7 @@
 //! it ran, the pool drops the result, and dropping a `Held` closes the handle, which releases
 //! the lock.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, Metadata, OpenOptions, TryLockError};
 use std::io;
 use std::os::windows::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -24,6 +24,8 @@ pub(crate) const ATTEMPT_BLOCKS: bool = true;
 // From the Windows SDK (winnt.h, winerror.h).
 const FILE_SHARE_READ: u32 = 0x1;
 const FILE_SHARE_WRITE: u32 = 0x2;
+const FILE_SHARE_DELETE: u32 = 0x4;
+const FILE_FLAG_BACKUP_SEMANTICS: u32 = 0x0200_0000;
 const FILE_FLAG_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
 const ERROR_ACCESS_DENIED: i32 = 5;
 const ERROR_SHARING_VIOLATION: i32 = 32;
@@ -189,12 +191,33 @@ pub(crate) fn host_name_raw() -> Vec<u8> {
         .into_bytes()
 }
 
-/// Without a process API (this crate forbids `unsafe`), only this process is known to be
-/// alive; every other pid counts as alive too, so no Windows marker is ever judged dead by
-/// its owner's exit (fail closed). Markers still self-heal where the rules allow it
-/// (malformed ones, expired leases).
-pub(crate) fn process_alive(_pid: u32) -> io::Result<bool> {
-    Ok(true)
+/// Whether process `pid` still runs, by its exit status (a handle some other process keeps
+/// to an exited process does not keep it alive); see [`windows_api::process_alive`].
+pub(crate) fn process_alive(pid: u32) -> io::Result<bool> {
+    super::windows_api::process_alive(pid)
+}
+
+/// The metadata and identity (volume serial number, file index) of what `path` names,
+/// through a final reparse point only with `follow`. Read from a handle opened for no data
+/// access and sharing everything, as std's own `metadata` opens one, so it never stands in
+/// the way of a holder, a reader or a deletion.
+pub(crate) fn identify_path(path: &Path, follow: bool) -> io::Result<(Metadata, (u64, u64))> {
+    let flags = if follow {
+        FILE_FLAG_BACKUP_SEMANTICS
+    } else {
+        FILE_FLAG_BACKUP_SEMANTICS | FILE_FLAG_OPEN_REPARSE_POINT
+    };
+    let file = OpenOptions::new()
+        .access_mode(0)
+        .share_mode(FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE)
+        .custom_flags(flags)
+        .open(path)?;
+    identify_file(&file)
+}
+
+/// The metadata and identity of the open `file`.
+pub(crate) fn identify_file(file: &File) -> io::Result<(Metadata, (u64, u64))> {
+    Ok((file.metadata()?, super::windows_api::file_id(file)?))
 }
 
 /// Windows has no file systems without `LockFileEx` that report it distinctly: never fall

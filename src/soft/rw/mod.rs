@@ -241,7 +241,6 @@ fn beat(
 /// use std::time::Duration;
 /// use async_filelock::SoftRwLock;
 ///
-/// # #[cfg(unix)] // Windows: see the crate's notes on file identity under Wine.
 /// # futures_lite::future::block_on(async {
 /// let dir = std::env::temp_dir().join("doc-soft-rw");
 /// let lock = SoftRwLock::new(dir.join("models.lock"));
