@@ -135,9 +135,11 @@ impl Options {
                             "smol" => o.smol = count,
                             "blocking" => o.blocking = count,
                             "python" => o.python = count,
-                            _ => return Err(format!(
+                            _ => {
+                                return Err(format!(
                                 "--workers: unknown kind {kind:?} (tokio, smol, blocking, python)"
-                            )),
+                            ))
+                            }
                         }
                     }
                 }
