@@ -138,6 +138,10 @@ fn soft_killed_after_writing_its_marker_is_taken_over_at_once() {
 /// marker under its break name, which blocks nobody (nothing sweeps it either); after the
 /// exchange nothing is left once the successor released.
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "Windows has no exchange: a breaker renames the marker aside"
+)]
 fn soft_breaker_killed_mid_exchange_leaves_the_lock_usable() {
     for point in ["soft.break.before-exchange", "soft.break.exchanged"] {
         let dir = tmp();
@@ -215,6 +219,10 @@ fn lease_killed_after_writing_its_record_is_taken_over_at_once() {
 /// A holder whose heartbeat stalls (the process lives, the lease is not refreshed) keeps
 /// the lease until it expires, then loses it to a successor and reports the loss.
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "Windows refuses to take over a live holder's open marker (see the crate docs)"
+)]
 fn lease_with_a_stalled_heartbeat_expires_and_reports_the_loss() {
     let dir = tmp();
     let path = lock_path(&dir, "lease-stall.lock");

@@ -28,6 +28,10 @@ fn millis() -> u64 {
 /// its marker aged past the duration; when it resumes, its attempt must fail (the path no
 /// longer names its marker), not report a hold beside the successor's.
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "Windows refuses to take over a live holder's open marker (see the crate docs)"
+)]
 fn a_holder_stalled_before_its_fence_is_superseded_not_doubled() {
     let dir = tmp();
     let path = lock_path(&dir, "stall.lock");
@@ -61,6 +65,10 @@ fn a_holder_stalled_before_its_fence_is_superseded_not_doubled() {
 /// turn, must not roll the counter back when it resumes: every fence handed out after the
 /// stall exceeds every fence before it.
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "Windows refuses to take over a live holder's open marker (see the crate docs)"
+)]
 fn a_holder_stalled_inside_the_fence_counter_never_rolls_it_back() {
     let dir = tmp();
     let path = lock_path(&dir, "rollback.lock");
