@@ -943,7 +943,7 @@ impl Participant {
         };
         self.entered = false;
         self.generation = None;
-        let removed = log.files.unlink_own(Area::Holders, &self.token);
+        let removed = log.files.unlink(Area::Holders, &self.token);
         let first = [committed, removed]
             .into_iter()
             .find_map(|result| match result {

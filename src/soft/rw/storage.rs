@@ -146,15 +146,6 @@ fn is_missing(e: &io::Error) -> bool {
     )
 }
 
-/// How many times [`Files::unlink_own`] tries (pauses of 1, 2, … 32 ms: 63 ms at most).
-const OWN_UNLINK_TRIES: u32 = 6;
-
-/// Windows' `ERROR_SHARING_VIOLATION`: the file is open without sharing deletion.
-fn is_sharing_violation(e: &io::Error) -> bool {
-    const ERROR_SHARING_VIOLATION: i32 = 32;
-    cfg!(windows) && e.raw_os_error() == Some(ERROR_SHARING_VIOLATION)
-}
-
 /// Python's `PermissionError` (`EACCES`, `EPERM`).
 fn is_permission(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::PermissionDenied
@@ -341,29 +332,6 @@ impl Files {
             Err(Fault::Os(e)) if is_missing(&e) || is_permission(&e) => Ok(()),
             other => other,
         }
-    }
-
-    /// Removes this participant's own record: as [`Files::unlink`], but a removal refused
-    /// while a peer reads the record (Windows: sharing violation or access denied, which
-    /// last as long as the read) is retried a few times, so that a participant that leaves
-    /// does not leave its record for a later one to sweep.
-    pub(super) fn unlink_own(&self, area: Area, name: &str) -> Result<(), Fault> {
-        let mut delay = std::time::Duration::from_millis(1);
-        for _ in 0..OWN_UNLINK_TRIES {
-            let removed = self
-                .directory(area)
-                .and_then(|dir| dir.unlink(OsStr::new(name)).map_err(Fault::Os));
-            match removed {
-                Err(Fault::Os(e)) if is_missing(&e) => return Ok(()),
-                Err(Fault::Os(e)) if is_permission(&e) || is_sharing_violation(&e) => {
-                    std::thread::sleep(delay);
-                    delay *= 2;
-                }
-                other => return other,
-            }
-        }
-        // Still refused: a later participant repeats the cleanup, as for any record.
-        Ok(())
     }
 
     /// Hard-links `source` to `target` without replacing; `true` when `target` names
