@@ -234,13 +234,7 @@ fn every_kind_fails_cleanly(path: &Path, place: &str, hard_may_lock: bool) {
         Ok(_) => panic!("{place}: a hard lock file cannot be created"),
         Err(e) => assert_eq!(e.path(), Some(path), "{place} hard: {e}"),
     }
-    for kind in [
-        Kind::Soft,
-        Kind::Lease,
-        Kind::Strict,
-        Kind::RwRead,
-        Kind::RwWrite,
-    ] {
+    for kind in Kind::ALL {
         let path = kind_path(path, kind);
         let lock = Lock::new(kind, &path, 30_000);
         match lock.try_acquire() {
@@ -262,13 +256,7 @@ fn every_kind_works(path: &Path, place: &str) {
             .try_acquire()
             .unwrap_or_else(|e| panic!("{place} hard: {e}")),
     );
-    for kind in [
-        Kind::Soft,
-        Kind::Lease,
-        Kind::Strict,
-        Kind::RwRead,
-        Kind::RwWrite,
-    ] {
+    for kind in Kind::ALL {
         let lock = Lock::new(kind, &kind_path(path, kind), 30_000);
         let guard = lock
             .try_acquire()
@@ -445,13 +433,7 @@ pub fn eintr_role() {
             }
         })
     };
-    for kind in [
-        Kind::Soft,
-        Kind::Lease,
-        Kind::Strict,
-        Kind::RwRead,
-        Kind::RwWrite,
-    ] {
+    for kind in Kind::ALL {
         let path = kind_path(&dir.join("storm.lock"), kind);
         let holder_kind = if kind == Kind::RwRead {
             Kind::RwWrite

@@ -57,6 +57,15 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind, as the scenarios that cover them all iterate them.
+    pub const ALL: [Kind; 5] = [
+        Kind::Soft,
+        Kind::Lease,
+        Kind::Strict,
+        Kind::RwRead,
+        Kind::RwWrite,
+    ];
+
     fn name(self) -> &'static str {
         match self {
             Kind::Soft => "soft",
@@ -68,16 +77,10 @@ impl Kind {
     }
 
     fn from_name(name: &str) -> Kind {
-        [
-            Kind::Soft,
-            Kind::Lease,
-            Kind::Strict,
-            Kind::RwRead,
-            Kind::RwWrite,
-        ]
-        .into_iter()
-        .find(|k| k.name() == name)
-        .unwrap_or_else(|| panic!("unknown lock kind {name:?}"))
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.name() == name)
+            .unwrap_or_else(|| panic!("unknown lock kind {name:?}"))
     }
 }
 

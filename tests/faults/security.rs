@@ -14,14 +14,6 @@ use crate::child::Proc;
 use crate::common::{lock_path, tmp};
 use crate::roles::{ask, held, Kind, Lock};
 
-const SOFT_KINDS: [Kind; 5] = [
-    Kind::Soft,
-    Kind::Lease,
-    Kind::Strict,
-    Kind::RwRead,
-    Kind::RwWrite,
-];
-
 /// The names a kind creates beside (or at) its lock path.
 fn side_names(kind: Kind) -> &'static [&'static str] {
     match kind {
@@ -54,7 +46,7 @@ fn fingerprint(path: &Path) -> (Vec<u8>, u32, u64, u64) {
 /// the victim, nor creates the dangling target.
 #[test]
 fn planted_symlinks_are_never_followed() {
-    for kind in SOFT_KINDS {
+    for kind in Kind::ALL {
         for suffix in side_names(kind) {
             for dangling in [false, true] {
                 let dir = tmp();
@@ -97,7 +89,7 @@ fn planted_symlinks_are_never_followed() {
 /// opened lock files with `O_TRUNC`).
 #[test]
 fn someone_elses_file_at_the_lock_path_is_never_truncated() {
-    let kinds = SOFT_KINDS.map(Some).into_iter().chain([None]);
+    let kinds = Kind::ALL.map(Some).into_iter().chain([None]);
     for kind in kinds {
         let dir = tmp();
         let path = lock_path(&dir, "theirs.lock");
