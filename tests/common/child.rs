@@ -66,6 +66,16 @@ impl Proc {
         customize: impl FnOnce(&mut Command),
     ) -> Proc {
         let exe = std::env::current_exe().expect("the test binary's path");
+        Proc::child_of(&exe, role, args, customize)
+    }
+
+    /// [`Proc::child_with`], running `exe` (a copy of this test binary) instead of this one.
+    pub fn child_of(
+        exe: &Path,
+        role: &str,
+        args: &[(&str, &dyn AsRef<std::ffi::OsStr>)],
+        customize: impl FnOnce(&mut Command),
+    ) -> Proc {
         let mut cmd = Command::new(exe);
         cmd.args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
             .env(ROLE_VAR, role);

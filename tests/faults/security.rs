@@ -104,11 +104,29 @@ fn someone_elses_file_at_the_lock_path_is_never_truncated() {
     }
 }
 
-/// A child playing `role` as the account `uid`.
-fn child_as(uid: u32, role: &str, args: &[(&str, &dyn AsRef<std::ffi::OsStr>)]) -> Proc {
-    Proc::child_with(role, args, |cmd| {
+/// A child playing `role` as the account `uid`, from `exe`: a copy of this test binary that
+/// the account can run (the checkout's own directories may be closed to it).
+fn child_as(
+    exe: &Path,
+    uid: u32,
+    role: &str,
+    args: &[(&str, &dyn AsRef<std::ffi::OsStr>)],
+) -> Proc {
+    Proc::child_of(exe, role, args, |cmd| {
         cmd.uid(uid).gid(uid);
     })
+}
+
+/// Copies this test binary into a directory of its own under `dir` that every account can
+/// enter, and returns the copy's path.
+fn runnable_copy(dir: &Path) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = bin.join("faults");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    exe
 }
 
 /// A soft marker left by a dead process of another account, in a sticky directory (as in
@@ -121,6 +139,9 @@ fn a_dead_foreign_owners_marker_in_a_sticky_directory() {
         eprintln!("skipped: needs root to run processes as two other accounts");
         return;
     }
+    let bin = tmp();
+    std::fs::set_permissions(bin.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = runnable_copy(bin.path());
     for kind in [Kind::Soft, Kind::Lease] {
         let dir = tmp();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
@@ -128,13 +149,13 @@ fn a_dead_foreign_owners_marker_in_a_sticky_directory() {
         let kind_name = format!("{kind:?}").to_lowercase();
         let args: [(&str, &dyn AsRef<std::ffi::OsStr>); 3] =
             [("kind", &kind_name), ("path", &path), ("millis", &"30000")];
-        let mut owner = child_as(65534, "holder", &args);
+        let mut owner = child_as(&exe, 65534, "holder", &args);
         held(&ask(&mut owner, "acquire"));
         owner.kill();
         owner.wait();
         let before = fingerprint(&path);
 
-        let mut rival = child_as(65533, "holder", &args);
+        let mut rival = child_as(&exe, 65533, "holder", &args);
         let answer = ask(&mut rival, "try");
         assert!(
             answer == "BUSY" || (answer.starts_with("ERR ") && answer.contains("sticky.lock")),
