@@ -117,9 +117,19 @@ enum Kind {
 const KINDS: [Kind; 2] = [Kind::Os, Kind::Soft];
 
 /// The kinds of the scenarios where several processes take the lock back to back. Under Wine
-/// (where the Windows build is tested) the soft lock there stops making progress: its
-/// generation log keeps advancing while no member is ever granted, so those scenarios run
-/// the OS lock only on Windows until that is understood.
+/// (where the Windows build is tested) they run the OS lock only, because Wine's file calls
+/// make one soft rw attempt take 100-900 ms:
+///
+/// - with the thresholds below, no member was ever granted while the generation log kept
+///   advancing. A waiter refreshes its record once per attempt, so an attempt longer than
+///   the 400 ms threshold lets peers evict it as stale before its next one;
+/// - with a 1 s heartbeat and a 4 s threshold the writer among continuous readers got in
+///   after 2.5 s (smol) and 9.6 s (blocking), over this file's 5 s promptness bound, and the
+///   five-process mix went 30 s without a line: each of its optimistic commits, taken on a
+///   snapshot read hundreds of milliseconds earlier, lost its race to the readers' commits.
+///
+/// Both come from the emulator's latency, not from a Windows behaviour, and are unchecked on
+/// Windows itself.
 #[cfg(unix)]
 const CONTENDED_KINDS: [Kind; 2] = KINDS;
 #[cfg(not(unix))]
