@@ -225,8 +225,9 @@ fn kind_path(path: &Path, kind: Kind) -> PathBuf {
 }
 
 /// Every kind of lock at (or beside) `path`, in a full or read-only place, fails with an
-/// error naming its path (a hard lock may succeed where a file needs no block).
-fn every_kind_fails_cleanly(path: &Path, place: &str, hard_may_lock: bool) {
+/// error naming its path and carrying the system's `errno` (a hard lock may succeed where a
+/// file needs no block).
+fn every_kind_fails_cleanly(path: &Path, place: &str, errno: i32, hard_may_lock: bool) {
     let hard = FileLock::new(path);
     match hard.try_acquire() {
         // An empty lock file needs an inode but no block.
@@ -241,6 +242,7 @@ fn every_kind_fails_cleanly(path: &Path, place: &str, hard_may_lock: bool) {
             Ok(_) => panic!("{place}: {kind:?} cannot create its files"),
             Err(e) => {
                 assert_ne!(e.kind(), ErrorKind::WouldBlock, "{place} {kind:?}: {e}");
+                assert_eq!(e.raw_os_error(), Some(errno), "{place} {kind:?}: {e}");
                 let base = path.file_name().unwrap().to_str().unwrap();
                 let named = e.to_string().contains(base);
                 assert!(named, "{place} {kind:?}: the error names the lock: {e}");
@@ -281,7 +283,7 @@ fn a_full_file_system_fails_cleanly_and_leaves_nothing_that_blocks() {
             "ENOSPC (blocks)"
         };
         let fillers = fill(mount.path(), inodes);
-        every_kind_fails_cleanly(&path, place, !inodes);
+        every_kind_fails_cleanly(&path, place, libc::ENOSPC, !inodes);
         for f in fillers {
             std::fs::remove_file(f).unwrap();
         }
@@ -296,9 +298,113 @@ fn a_read_only_file_system_fails_cleanly() {
     };
     let path = mount.path().join("ro.lock");
     mount.remount("ro");
-    every_kind_fails_cleanly(&path, "EROFS", false);
+    every_kind_fails_cleanly(&path, "EROFS", libc::EROFS, false);
     mount.remount("rw");
     every_kind_works(&path, "EROFS");
+}
+
+/// A pass-through FUSE file system over a private directory that reports EDQUOT on demand
+/// (`scripts/quotafs.py`), unmounted when dropped. The kernels this suite runs on may have
+/// no quota support on any file system a test can mount, and `root` is exempt from quota
+/// hard limits anyway, so this is how the suite meets a real `EDQUOT` from the system calls
+/// it makes. `None` (with a printed reason) where FUSE, Python's fusepy or the mount is
+/// missing, unless `ASYNC_FILELOCK_REQUIRE_FUSE` is set (CI), which makes that a failure.
+struct QuotaFs {
+    backing: tempfile::TempDir,
+    mount: tempfile::TempDir,
+    server: std::process::Child,
+}
+
+impl QuotaFs {
+    fn mount() -> Option<QuotaFs> {
+        let required = std::env::var_os("ASYNC_FILELOCK_REQUIRE_FUSE").is_some();
+        let skip = |why: String| {
+            assert!(!required, "ASYNC_FILELOCK_REQUIRE_FUSE is set, but {why}");
+            eprintln!("skipped: {why}");
+            None
+        };
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/quotafs.py");
+        let (backing, mount) = (tmp(), tmp());
+        let server = Command::new("python3")
+            .arg(&script)
+            .arg(backing.path())
+            .arg(mount.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn();
+        let mut server = match server {
+            Ok(server) => server,
+            Err(e) => return skip(format!("cannot run python3 for the quota file system: {e}")),
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            let target = mount.path().to_str().unwrap();
+            if mounts.lines().any(|l| l.split(' ').nth(4) == Some(target)) {
+                return Some(QuotaFs {
+                    backing,
+                    mount,
+                    server,
+                });
+            }
+            if let Ok(Some(status)) = server.try_wait() {
+                let mut err = String::new();
+                use std::io::Read;
+                let _ = server.stderr.take().unwrap().read_to_string(&mut err);
+                let last = err.lines().last().unwrap_or("").to_owned();
+                return skip(format!(
+                    "the quota file system did not mount ({status}): {last}"
+                ));
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = server.kill();
+                return skip("the quota file system did not mount within 20 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.mount.path()
+    }
+
+    /// Sets which quota is used up (`"blocks"`, `"inodes"`), or none.
+    fn exhaust(&self, limit: Option<&str>) {
+        let control = self.backing.path().join(".quota");
+        match limit {
+            Some(limit) => std::fs::write(control, limit).unwrap(),
+            None => std::fs::remove_file(control).unwrap(),
+        }
+    }
+}
+
+impl Drop for QuotaFs {
+    fn drop(&mut self) {
+        let _ = Command::new("fusermount")
+            .arg("-u")
+            .arg(self.mount.path())
+            .status();
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+/// EDQUOT, first on blocks (a marker can be created but not written), then on inodes too:
+/// each acquisition fails with an error naming the lock, and nothing half-written is left to
+/// block the holders that come once the quota allows again.
+#[test]
+fn an_exhausted_quota_fails_cleanly_and_leaves_nothing_that_blocks() {
+    for limit in ["blocks", "inodes"] {
+        let Some(fs) = QuotaFs::mount() else {
+            return;
+        };
+        let path = fs.path().join("quota.lock");
+        let place = format!("EDQUOT ({limit})");
+        fs.exhaust(Some(limit));
+        every_kind_fails_cleanly(&path, &place, libc::EDQUOT, limit == "blocks");
+        fs.exhaust(None);
+        every_kind_works(&path, &place);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
