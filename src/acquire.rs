@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use async_io::Timer;
 
 use crate::backoff::{Backoff, Pauses};
+use crate::holder::HeldBy;
 use crate::local::{Local, Ticket};
 use crate::trace::debug;
 use crate::{sys, Error};
@@ -73,9 +74,11 @@ pub(crate) trait LockKind: Send + Sync + 'static {
     /// The pause between attempts against a holder in another process.
     fn backoff(&self) -> Backoff;
 
-    /// A holder this host cannot probe, for the error that ends a wait (soft locks name a
-    /// marker from another host).
-    fn holder(&self) -> Option<String> {
+    /// Who holds the lock, for the error that ends a wait and for the waiting hook: the
+    /// processes the OS names (hard locks), or a holder this host cannot probe (soft locks
+    /// name a marker from another host). It may cost file reads, so the loop asks only when
+    /// it is about to report.
+    fn holder(&self) -> Option<HeldBy> {
         None
     }
 

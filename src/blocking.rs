@@ -135,6 +135,24 @@ impl FileLock {
         &self.lock
     }
 
+    /// The processes that hold the OS lock on this file now; `None` where the platform
+    /// cannot tell. See [`crate::FileLock::holders`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let lock = async_filelock::blocking::FileLock::new(std::env::temp_dir().join("doc-b-holders.lock"));
+    /// let guard = lock.acquire()?;
+    /// if let Some(holders) = lock.holders() {
+    ///     assert_eq!(holders[0].pid(), std::process::id());
+    /// }
+    /// # drop(guard);
+    /// # Ok::<(), async_filelock::Error>(())
+    /// ```
+    pub fn holders(&self) -> Option<Vec<crate::Holder>> {
+        self.lock.holders()
+    }
+
     /// Blocks until the lock is held exclusively (or the lock's timeout passes).
     ///
     /// # Errors
@@ -1008,6 +1026,14 @@ blocking_rw!(
     /// One level of a thread's write hold on a [`blocking::RwFileLock`](RwFileLock).
     RwWriteGuard
 );
+
+impl RwFileLock {
+    /// The processes that hold the lock now (the data file's, or a writer waiting in the
+    /// gate); `None` where the platform cannot tell. See [`crate::RwFileLock::holders`].
+    pub fn holders(&self) -> Option<Vec<crate::Holder>> {
+        self.nest.lock.holders()
+    }
+}
 
 impl RwAsync for crate::SoftRwLock {
     type Read = crate::SoftRwReadGuard;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::acquire::{Limit, LockKind, WaitLoop};
 use crate::error::Action;
+use crate::holder::HeldBy;
 use crate::local::Local;
 use crate::trace::warning;
 use crate::{soft, sys, Backoff, Error, FileLockGuard};
@@ -209,6 +210,46 @@ impl FileLock {
     /// The pause between attempts while another process holds the lock.
     pub fn backoff(&self) -> Backoff {
         self.hard.options.backoff
+    }
+
+    /// The processes that hold the OS lock on this file now, as the operating system reports
+    /// them; empty when nobody holds it (or there is no file yet); `None` where the platform
+    /// cannot tell (all but Linux) or the lock fell back to a soft lock (see
+    /// [`SoftFileLock::owner`](crate::SoftFileLock::owner) for those).
+    ///
+    /// On Linux it reads `/proc/locks`, matched by the file's device and inode, and each
+    /// holder's `/proc/<pid>/cmdline`. It does not wait and takes no lock. A guard of this
+    /// process counts: it lists this process. See [`Holder`](crate::Holder) for what the list
+    /// can and cannot tell (forked descriptors, PID namespaces).
+    ///
+    /// Timeouts and refused attempts name the holders too
+    /// ([`Error::holders`](crate::Error::holders)): there is no need to ask after an error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_filelock::FileLock;
+    ///
+    /// let lock = FileLock::new(std::env::temp_dir().join("doc-holders.lock"));
+    /// let guard = lock.try_acquire()?;
+    /// match lock.holders() {
+    ///     Some(holders) => {
+    ///         assert_eq!(holders.len(), 1);
+    ///         assert_eq!(holders[0].pid(), std::process::id());
+    ///         assert!(!holders[0].is_shared());
+    ///     }
+    ///     None => println!("this platform cannot say who holds a lock"),
+    /// }
+    /// drop(guard);
+    /// # Ok::<(), async_filelock::Error>(())
+    /// ```
+    pub fn holders(&self) -> Option<Vec<crate::Holder>> {
+        if self.hard.soft.load(Ordering::Relaxed) {
+            return None;
+        }
+        // Resolves the path as the first acquisition would (no I/O but the current directory).
+        self.hard.place.prepare().ok()?;
+        sys::holders(self.hard.resolved_path())
     }
 
     /// Waits for the lock in exclusive mode: nobody else, in any process, holds it while the
@@ -471,12 +512,12 @@ impl LockKind for Hard {
         local.watch(&[target])
     }
 
-    fn holder(&self) -> Option<String> {
-        // Only a lock that fell back to a marker has a record naming its holder.
+    fn holder(&self) -> Option<HeldBy> {
+        // A lock that fell back to a marker has a record naming its holder.
         if self.soft.load(Ordering::Relaxed) {
-            soft::unprobeable_holder(self.resolved_path())
+            soft::unprobeable_holder(self.resolved_path()).map(HeldBy::Unprobeable)
         } else {
-            None
+            HeldBy::processes(sys::holders(self.resolved_path())?)
         }
     }
 }

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use crate::acquire::{acquire_future, Limit, LockKind, WaitLoop};
 use crate::error::Action;
+use crate::holder::HeldBy;
 use crate::local::Local;
 use crate::lock::{check_mode, Hard, HardHeld};
-use crate::{sys, Backoff, Error, FileLockGuard};
+use crate::{sys, Backoff, Error, FileLockGuard, Holder};
 
 /// A cross-process reader/writer lock on a file, with writer preference.
 ///
@@ -138,8 +139,23 @@ impl LockKind for RwHard {
         self.data.timeout()
     }
 
+    fn holder(&self) -> Option<HeldBy> {
+        HeldBy::processes(self.holders()?)
+    }
+
     fn backoff(&self) -> Backoff {
         self.data.backoff()
+    }
+}
+
+impl RwHard {
+    /// The data file's holders, or if it has none, the gate's (a writer waiting).
+    fn holders(&self) -> Option<Vec<Holder>> {
+        let data = sys::holders(self.data.resolved_path())?;
+        if !data.is_empty() {
+            return Some(data);
+        }
+        sys::holders(self.gate.resolved_path())
     }
 }
 
@@ -199,6 +215,30 @@ impl RwFileLock {
     /// The default time limit of an acquisition (`None`: wait until acquired).
     pub fn timeout(&self) -> Option<Duration> {
         self.kind.data.timeout()
+    }
+
+    /// The processes that hold the lock now, as the operating system reports them: the
+    /// readers or the writer in the data file, or when it has none, a writer waiting in the
+    /// gate (which keeps new readers out). Empty when nobody holds either; `None` where the
+    /// platform cannot tell (all but Linux). See [`Holder`] for what the list can and cannot
+    /// tell, and [`FileLock::holders`](crate::FileLock::holders).
+    ///
+    /// It reads `/proc/locks` (and each holder's `/proc/<pid>/cmdline`) and does not wait.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let lock = async_filelock::RwFileLock::new(std::env::temp_dir().join("doc-rw-holders.db"));
+    /// let reader = lock.try_read()?;
+    /// if let Some(holders) = lock.holders() {
+    ///     assert!(holders.iter().all(|h| h.is_shared()));
+    /// }
+    /// # drop(reader);
+    /// # Ok::<(), async_filelock::Error>(())
+    /// ```
+    pub fn holders(&self) -> Option<Vec<Holder>> {
+        self.kind.prepare().ok()?;
+        self.kind.holders()
     }
 
     /// Waits until the lock is held for reading, alongside other readers.

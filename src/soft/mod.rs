@@ -74,6 +74,7 @@ use std::time::{Duration, Instant};
 
 use crate::acquire::{acquire_future, Limit, LockKind, WaitLoop};
 use crate::error::Action;
+use crate::holder::HeldBy;
 use crate::local::Local;
 use crate::lock::Place;
 use crate::soft::identity::{host_name, own_pid, own_start, owner_is_current, owner_is_stale};
@@ -539,8 +540,8 @@ impl LockKind for Soft {
         local.watch(&[sys::watch::Target::Removed(self.place.resolved_path())])
     }
 
-    fn holder(&self) -> Option<String> {
-        unprobeable_holder(self.place.resolved_path())
+    fn holder(&self) -> Option<HeldBy> {
+        unprobeable_holder(self.place.resolved_path()).map(HeldBy::Unprobeable)
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::acquire::{Limit, LockKind, WaitLoop};
 use crate::error::Action;
+use crate::holder::HeldBy;
 use crate::local::Local;
 use crate::lock::Place;
 use crate::soft::strict::{Strict, StrictClaim, StrictHeld};
@@ -72,8 +73,11 @@ impl LockKind for StrictKind {
         self.options.backoff
     }
 
-    fn holder(&self) -> Option<String> {
-        self.core.get().and_then(Strict::holder)
+    fn holder(&self) -> Option<HeldBy> {
+        self.core
+            .get()
+            .and_then(Strict::holder)
+            .map(HeldBy::Unprobeable)
     }
 }
 
