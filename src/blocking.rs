@@ -410,6 +410,35 @@ impl FileLockBuilder {
         FileLockBuilder(self.0.delete_on_release(delete))
     }
 
+    /// Calls `f` once when an acquisition first has to wait, on the waiting thread; see
+    /// [`crate::FileLockBuilder::on_wait`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let lock = async_filelock::blocking::FileLock::builder("/tmp/script.lock")
+    ///     .on_wait(|info| eprintln!("Blocking waiting for file lock on {}", info.path().display()))
+    ///     .build()?;
+    /// # drop(lock);
+    /// # Ok::<(), async_filelock::Error>(())
+    /// ```
+    pub fn on_wait(
+        self,
+        f: impl Fn(&crate::WaitInfo<'_>) + Send + Sync + 'static,
+    ) -> FileLockBuilder {
+        FileLockBuilder(self.0.on_wait(f))
+    }
+
+    /// Calls `f` when an acquisition first has to wait and every `interval` after; see
+    /// [`crate::FileLockBuilder::on_wait_every`].
+    pub fn on_wait_every(
+        self,
+        interval: Duration,
+        f: impl Fn(&crate::WaitInfo<'_>) + Send + Sync + 'static,
+    ) -> FileLockBuilder {
+        FileLockBuilder(self.0.on_wait_every(interval, f))
+    }
+
     /// Checks the options and builds the lock.
     ///
     /// # Errors

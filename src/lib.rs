@@ -215,6 +215,7 @@ mod rw;
 mod soft;
 mod sys;
 mod trace;
+mod wait_hook;
 
 pub use backoff::Backoff;
 pub use error::{Error, ErrorKind};
@@ -229,6 +230,7 @@ pub use soft::{
     SoftRwLockBuilder, SoftRwReadGuard, SoftRwWriteGuard, StrictClaim, StrictSoftFileLock,
     StrictSoftFileLockBuilder, StrictSoftFileLockGuard,
 };
+pub use wait_hook::WaitInfo;
 
 /// Entry points for the crate's fuzz targets (`fuzz/`), with the internal `fault-injection`
 /// feature only: each takes untrusted bytes, runs them through the parsers of one kind of

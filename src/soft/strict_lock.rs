@@ -15,6 +15,7 @@ use crate::local::Local;
 use crate::lock::Place;
 use crate::soft::strict::{Strict, StrictClaim, StrictHeld};
 use crate::trace::debug;
+use crate::wait_hook::{wait_hook_methods, WaitHook};
 use crate::{sys, Backoff, Error};
 
 use super::{check_mode, Options};
@@ -71,6 +72,10 @@ impl LockKind for StrictKind {
 
     fn backoff(&self) -> Backoff {
         self.options.backoff
+    }
+
+    fn wait_hook(&self) -> Option<&WaitHook> {
+        self.options.wait_hook.as_ref()
     }
 
     fn holder(&self) -> Option<HeldBy> {
@@ -259,6 +264,8 @@ impl StrictSoftFileLockBuilder {
         self
     }
 
+    wait_hook_methods!(options.wait_hook);
+
     /// Checks the options and builds the lock.
     ///
     /// # Errors
@@ -268,6 +275,8 @@ impl StrictSoftFileLockBuilder {
         self.options
             .backoff
             .validate()
+            .map_err(|e| e.with_path(&self.path).during(Action::Configure))?;
+        WaitHook::validate(self.options.wait_hook.as_ref())
             .map_err(|e| e.with_path(&self.path).during(Action::Configure))?;
         check_mode(&self.path, self.options.mode)?;
         Ok(StrictSoftFileLock::from_options(&self.path, self.options))
