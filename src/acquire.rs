@@ -17,6 +17,12 @@
 //!    to step 2. Any other failure ends the acquisition.
 //! 4. When the deadline passes, the attempt that ends at the deadline is the last one.
 //!
+//! Waiting hook (`on_wait`): at the first point where the acquisition has to wait (a pause
+//! after contention, or a place behind another waiter or holder in this process), the loop
+//! calls the lock's hook once, then, if it repeats, again every interval while it keeps
+//! waiting, on a timer of its own. With the `tracing` feature each such moment is also a
+//! debug event. The hook runs only inside `poll`, so a dropped acquisition never calls it.
+//!
 //! Cancellation: every resource the loop owns (queue place, timer, in-flight attempt) is
 //! released by `Drop`. An attempt never waits for the lock, so dropping the future between
 //! polls leaves nothing behind. An attempt on the blocking pool owns the file it opens; if
@@ -34,8 +40,10 @@ use std::time::{Duration, Instant};
 use async_io::Timer;
 
 use crate::backoff::{Backoff, Pauses};
+use crate::holder::HeldBy;
 use crate::local::{Local, Ticket};
 use crate::trace::debug;
+use crate::wait_hook::{WaitHook, WaitInfo};
 use crate::{sys, Error};
 
 /// One kind of lock, as the waiting loop sees it.
@@ -73,9 +81,16 @@ pub(crate) trait LockKind: Send + Sync + 'static {
     /// The pause between attempts against a holder in another process.
     fn backoff(&self) -> Backoff;
 
-    /// A holder this host cannot probe, for the error that ends a wait (soft locks name a
-    /// marker from another host).
-    fn holder(&self) -> Option<String> {
+    /// Who holds the lock, for the error that ends a wait and for the waiting hook: the
+    /// processes the OS names (hard locks), or a holder this host cannot probe (soft locks
+    /// name a marker from another host). It may cost file reads, so the loop asks only when
+    /// it is about to report.
+    fn holder(&self) -> Option<HeldBy> {
+        None
+    }
+
+    /// The hook to call when an acquisition has to wait (`on_wait`).
+    fn wait_hook(&self) -> Option<&WaitHook> {
         None
     }
 
@@ -153,6 +168,93 @@ struct Run<K: LockKind> {
     /// The deadline that cuts the in-flight attempt short: none for an attempt that started
     /// at or after the deadline (the last attempt is always allowed to finish).
     flight_deadline: Option<Instant>,
+    /// When the waiting hook is due.
+    report: Report,
+}
+
+/// The waiting hook's schedule for one acquisition.
+#[derive(Default)]
+enum Report {
+    /// The acquisition has not had to wait yet.
+    #[default]
+    NotYet,
+    /// It waits; the hook repeats at `next`, on its own timer.
+    Every {
+        next: Instant,
+        interval: Duration,
+        timer: Timer,
+    },
+    /// It waits, and the hook is not called again.
+    Done,
+}
+
+impl Report {
+    /// Called where the acquisition is about to wait: reports what is due, and arms the
+    /// timer for the next report.
+    fn waiting<K: LockKind>(
+        &mut self,
+        start: Instant,
+        kind: &K,
+        shared: bool,
+        cx: &mut Context<'_>,
+    ) {
+        loop {
+            self.due(start, kind, shared);
+            let Report::Every { next, timer, .. } = self else {
+                return;
+            };
+            timer.set_at(*next);
+            if Pin::new(timer).poll(cx).is_pending() {
+                return;
+            }
+        }
+    }
+
+    /// Calls the waiting hook (and emits the event) if the wait has just started or the next
+    /// report is due.
+    fn due<K: LockKind>(&mut self, start: Instant, kind: &K, shared: bool) {
+        let now = Instant::now();
+        let first = match self {
+            Report::NotYet => {
+                *self = match kind.wait_hook().and_then(WaitHook::interval) {
+                    Some(interval) => Report::Every {
+                        // Too far to represent: never again.
+                        next: now.checked_add(interval).unwrap_or(now + Duration::MAX / 4),
+                        interval,
+                        timer: Timer::never(),
+                    },
+                    None => Report::Done,
+                };
+                true
+            }
+            Report::Every { next, interval, .. } if now >= *next => {
+                // Skip reports missed while the thread was busy rather than make up for them.
+                *next = (*next + *interval).max(now + *interval);
+                false
+            }
+            _ => return,
+        };
+        let elapsed = now.saturating_duration_since(start);
+        debug!(path = ?kind.path(), shared, elapsed = ?elapsed, first, "waiting for the lock");
+        if let Some(hook) = kind.wait_hook() {
+            let holder = kind.holder();
+            hook.call(&WaitInfo {
+                path: kind.path(),
+                holder: holder.as_ref(),
+                elapsed,
+                shared,
+                first,
+            });
+        }
+    }
+
+    /// When the hook is due next, once the acquisition waits.
+    fn next(&self) -> Option<Instant> {
+        match self {
+            Report::Every { next, .. } => Some(*next),
+            _ => None,
+        }
+    }
 }
 
 /// What an attempt on the blocking pool returns: its outcome, and the claim it borrowed.
@@ -260,6 +362,7 @@ impl<K: LockKind> WaitLoop<K> {
             claim: K::Claim::default(),
             in_flight: None,
             flight_deadline: None,
+            report: Report::NotYet,
         })
     }
 
@@ -309,8 +412,10 @@ impl<K: LockKind> WaitLoop<K> {
                         Pause::Until(end) => Some(end),
                         Pause::UntilWoken => None,
                     };
+                    run.report.due(run.start, &**kind, self.shared);
                     while !woken && end.is_none_or(|end| Instant::now() < end) {
-                        sys::watch::wait(end);
+                        sys::watch::wait(earliest(end, run.report.next()));
+                        run.report.due(run.start, &**kind, self.shared);
                         woken = run.local.notified(ticket, cx.waker());
                     }
                     // Woken, or the pause is over: attempt.
@@ -327,6 +432,7 @@ impl<K: LockKind> WaitLoop<K> {
                         Pause::UntilWoken => false,
                     };
                     if !over {
+                        run.report.waiting(run.start, &**kind, self.shared, cx);
                         return Poll::Pending;
                     }
                 }
@@ -339,7 +445,10 @@ impl<K: LockKind> WaitLoop<K> {
                         return Poll::Ready(Err(run.give_up(kind, self.limit, Blocker::Here)));
                     }
                     Some(deadline) if run.sleep.until(deadline, cx) => continue,
-                    _ => return Poll::Pending,
+                    _ => {
+                        run.report.waiting(run.start, &**kind, self.shared, cx);
+                        return Poll::Pending;
+                    }
                 }
             }
             debug!(path = ?kind.path(), shared = self.shared, "attempting lock");
@@ -422,6 +531,14 @@ impl<K: LockKind> Run<K> {
         let waited = self.start.elapsed();
         debug!(path = ?kind.path(), waited = ?waited, "timed out waiting for lock");
         Error::timeout(kind.path(), waited).with_holder(holder)
+    }
+}
+
+/// The earlier of two instants, either of which may be missing.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

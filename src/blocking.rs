@@ -135,6 +135,24 @@ impl FileLock {
         &self.lock
     }
 
+    /// The processes that hold the OS lock on this file now; `None` where the platform
+    /// cannot tell. See [`crate::FileLock::holders`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let lock = async_filelock::blocking::FileLock::new(std::env::temp_dir().join("doc-b-holders.lock"));
+    /// let guard = lock.acquire()?;
+    /// if let Some(holders) = lock.holders() {
+    ///     assert_eq!(holders[0].pid(), std::process::id());
+    /// }
+    /// # drop(guard);
+    /// # Ok::<(), async_filelock::Error>(())
+    /// ```
+    pub fn holders(&self) -> Option<Vec<crate::Holder>> {
+        self.lock.holders()
+    }
+
     /// Blocks until the lock is held exclusively (or the lock's timeout passes).
     ///
     /// # Errors
@@ -390,6 +408,35 @@ impl FileLockBuilder {
     /// See [`crate::FileLockBuilder::delete_on_release`].
     pub fn delete_on_release(self, delete: bool) -> FileLockBuilder {
         FileLockBuilder(self.0.delete_on_release(delete))
+    }
+
+    /// Calls `f` once when an acquisition first has to wait, on the waiting thread; see
+    /// [`crate::FileLockBuilder::on_wait`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let lock = async_filelock::blocking::FileLock::builder("/tmp/script.lock")
+    ///     .on_wait(|info| eprintln!("Blocking waiting for file lock on {}", info.path().display()))
+    ///     .build()?;
+    /// # drop(lock);
+    /// # Ok::<(), async_filelock::Error>(())
+    /// ```
+    pub fn on_wait(
+        self,
+        f: impl Fn(&crate::WaitInfo<'_>) + Send + Sync + 'static,
+    ) -> FileLockBuilder {
+        FileLockBuilder(self.0.on_wait(f))
+    }
+
+    /// Calls `f` when an acquisition first has to wait and every `interval` after; see
+    /// [`crate::FileLockBuilder::on_wait_every`].
+    pub fn on_wait_every(
+        self,
+        interval: Duration,
+        f: impl Fn(&crate::WaitInfo<'_>) + Send + Sync + 'static,
+    ) -> FileLockBuilder {
+        FileLockBuilder(self.0.on_wait_every(interval, f))
     }
 
     /// Checks the options and builds the lock.
@@ -1008,6 +1055,14 @@ blocking_rw!(
     /// One level of a thread's write hold on a [`blocking::RwFileLock`](RwFileLock).
     RwWriteGuard
 );
+
+impl RwFileLock {
+    /// The processes that hold the lock now (the data file's, or a writer waiting in the
+    /// gate); `None` where the platform cannot tell. See [`crate::RwFileLock::holders`].
+    pub fn holders(&self) -> Option<Vec<crate::Holder>> {
+        self.nest.lock.holders()
+    }
+}
 
 impl RwAsync for crate::SoftRwLock {
     type Read = crate::SoftRwReadGuard;

@@ -6,6 +6,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::holder::HeldBy;
+use crate::Holder;
+
 /// What went wrong, in a form a program can match on.
 ///
 /// Obtained from [`Error::kind`]. The list may grow in later releases, so a `match` needs a
@@ -111,8 +114,8 @@ struct Repr {
     path: Option<PathBuf>,
     detail: Option<Cow<'static, str>>,
     waited: Option<Duration>,
-    /// For a timeout: a holder this host cannot probe, in words.
-    holder: Option<String>,
+    /// For a timeout or a refused attempt: who holds the lock, where known.
+    holder: Option<HeldBy>,
     source: Option<io::Error>,
 }
 
@@ -147,8 +150,8 @@ impl Error {
         e
     }
 
-    /// Names a holder this host cannot probe (for a timeout or a refused single attempt).
-    pub(crate) fn with_holder(mut self, holder: Option<String>) -> Error {
+    /// Names who holds the lock (for a timeout or a refused single attempt).
+    pub(crate) fn with_holder(mut self, holder: Option<HeldBy>) -> Error {
         self.repr.holder = holder;
         self
     }
@@ -243,11 +246,45 @@ impl Error {
         self.repr.waited
     }
 
-    /// For a [`Timeout`](ErrorKind::Timeout) or [`WouldBlock`](ErrorKind::WouldBlock) on a
-    /// soft lock: the holder this host cannot probe, such as `"pid 7 on build-host"` (a
-    /// marker from another host, which is never broken automatically).
+    /// For a [`Timeout`](ErrorKind::Timeout) or [`WouldBlock`](ErrorKind::WouldBlock): who
+    /// holds the lock, in words, where that is known.
+    ///
+    /// - A hard lock ([`FileLock`](crate::FileLock), [`RwFileLock`](crate::RwFileLock)) on
+    ///   Linux: the processes the OS names, as [`holders`](Error::holders) lists them, such as
+    ///   `"pid 4242: cargo build"`.
+    /// - A soft lock: a holder this host cannot probe, such as `"pid 7 on build-host"` (a
+    ///   marker from another host, which is never broken automatically). A same-host holder
+    ///   is not named: it is alive, or its marker would have been broken.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_filelock::FileLock;
+    ///
+    /// let path = std::env::temp_dir().join("async-filelock-doc-error-holder.lock");
+    /// // An OS lock outside this crate: to the crate it looks like another process's.
+    /// let file = std::fs::File::create(&path)?;
+    /// file.lock()?;
+    /// let err = FileLock::new(&path).try_acquire().unwrap_err();
+    /// if cfg!(target_os = "linux") {
+    ///     let pid = std::process::id();
+    ///     assert!(err.holder().unwrap().starts_with(&format!("pid {pid}")), "{err}");
+    ///     assert_eq!(err.holders()[0].pid(), pid);
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn holder(&self) -> Option<&str> {
-        self.repr.holder.as_deref()
+        self.repr.holder.as_ref().map(HeldBy::text)
+    }
+
+    /// For a [`Timeout`](ErrorKind::Timeout) or [`WouldBlock`](ErrorKind::WouldBlock) on a
+    /// hard lock: the processes the operating system says held the lock when the acquisition
+    /// gave up (see [`Holder`] for what that list can and cannot tell). Empty when that is
+    /// not known: on platforms other than Linux, for soft locks, when the holder is another
+    /// task or thread of this process that has not reached the OS lock, or when the holder
+    /// let go in the meantime.
+    pub fn holders(&self) -> &[Holder] {
+        self.repr.holder.as_ref().map_or(&[], HeldBy::list)
     }
 
     /// The operating-system error code behind this error, if there is one.
@@ -268,9 +305,15 @@ impl fmt::Display for Error {
                     "timed out after {:.1?} waiting for the lock on {:?}",
                     waited, path
                 )?;
+                if let Some(HeldBy::Processes { text, .. }) = &r.holder {
+                    write!(f, " (held by {text})")?;
+                }
             }
             ErrorKind::WouldBlock => {
                 write!(f, "the lock on {path:?} is held elsewhere")?;
+                if let Some(HeldBy::Processes { text, .. }) = &r.holder {
+                    write!(f, ", by {text}")?;
+                }
             }
             ErrorKind::LeaseMismatch => write!(f, "cannot take the lease on {path:?}")?,
             ErrorKind::Protocol => write!(f, "invalid soft-lock state at {path:?}")?,
@@ -283,7 +326,7 @@ impl fmt::Display for Error {
         if let Some(detail) = &r.detail {
             write!(f, ": {detail}")?;
         }
-        if let Some(holder) = &r.holder {
+        if let Some(HeldBy::Unprobeable(holder)) = &r.holder {
             write!(f, "; it is held by {holder}, which this host cannot probe")?;
         }
         if let Some(source) = &r.source {
@@ -308,7 +351,7 @@ impl fmt::Debug for Error {
             d.field("waited", waited);
         }
         if let Some(holder) = &r.holder {
-            d.field("holder", holder);
+            d.field("holder", &holder.text());
         }
         if let Some(source) = &r.source {
             d.field("source", source);

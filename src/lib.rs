@@ -208,16 +208,19 @@ pub mod blocking;
 mod error;
 mod fault;
 mod guard;
+mod holder;
 mod local;
 mod lock;
 mod rw;
 mod soft;
 mod sys;
 mod trace;
+mod wait_hook;
 
 pub use backoff::Backoff;
 pub use error::{Error, ErrorKind};
 pub use guard::FileLockGuard;
+pub use holder::Holder;
 pub use lock::{Acquire, FileLock, FileLockBuilder, SoftFallback};
 pub use rw::{RwFileLock, RwFileLockBuilder, RwReadGuard, RwWriteGuard};
 pub use soft::record::OwnerMode;
@@ -227,6 +230,7 @@ pub use soft::{
     SoftRwLockBuilder, SoftRwReadGuard, SoftRwWriteGuard, StrictClaim, StrictSoftFileLock,
     StrictSoftFileLockBuilder, StrictSoftFileLockGuard,
 };
+pub use wait_hook::WaitInfo;
 
 /// Entry points for the crate's fuzz targets (`fuzz/`), with the internal `fault-injection`
 /// feature only: each takes untrusted bytes, runs them through the parsers of one kind of

@@ -11,8 +11,10 @@ use std::time::Duration;
 
 use crate::acquire::{Limit, LockKind, WaitLoop};
 use crate::error::Action;
+use crate::holder::HeldBy;
 use crate::local::Local;
 use crate::trace::warning;
+use crate::wait_hook::{WaitHook, WaitInfo};
 use crate::{soft, sys, Backoff, Error, FileLockGuard};
 
 /// A cross-process lock on a file, acquired without blocking the async runtime.
@@ -88,6 +90,8 @@ impl Hard {
                 mode,
                 delete_on_release: false,
                 fallback: SoftFallback::Never,
+                // The reader/writer lock calls its own.
+                wait_hook: None,
             },
         )
     }
@@ -139,13 +143,14 @@ pub enum SoftFallback {
     OnUnsupported,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Options {
     timeout: Option<Duration>,
     backoff: Backoff,
     mode: Option<u32>,
     delete_on_release: bool,
     fallback: SoftFallback,
+    wait_hook: Option<WaitHook>,
 }
 
 impl FileLock {
@@ -209,6 +214,46 @@ impl FileLock {
     /// The pause between attempts while another process holds the lock.
     pub fn backoff(&self) -> Backoff {
         self.hard.options.backoff
+    }
+
+    /// The processes that hold the OS lock on this file now, as the operating system reports
+    /// them; empty when nobody holds it (or there is no file yet); `None` where the platform
+    /// cannot tell (all but Linux) or the lock fell back to a soft lock (see
+    /// [`SoftFileLock::owner`](crate::SoftFileLock::owner) for those).
+    ///
+    /// On Linux it reads `/proc/locks`, matched by the file's device and inode, and each
+    /// holder's `/proc/<pid>/cmdline`. It does not wait and takes no lock. A guard of this
+    /// process counts: it lists this process. See [`Holder`](crate::Holder) for what the list
+    /// can and cannot tell (forked descriptors, PID namespaces).
+    ///
+    /// Timeouts and refused attempts name the holders too
+    /// ([`Error::holders`](crate::Error::holders)): there is no need to ask after an error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_filelock::FileLock;
+    ///
+    /// let lock = FileLock::new(std::env::temp_dir().join("doc-holders.lock"));
+    /// let guard = lock.try_acquire()?;
+    /// match lock.holders() {
+    ///     Some(holders) => {
+    ///         assert_eq!(holders.len(), 1);
+    ///         assert_eq!(holders[0].pid(), std::process::id());
+    ///         assert!(!holders[0].is_shared());
+    ///     }
+    ///     None => println!("this platform cannot say who holds a lock"),
+    /// }
+    /// drop(guard);
+    /// # Ok::<(), async_filelock::Error>(())
+    /// ```
+    pub fn holders(&self) -> Option<Vec<crate::Holder>> {
+        if self.hard.soft.load(Ordering::Relaxed) {
+            return None;
+        }
+        // Resolves the path as the first acquisition would (no I/O but the current directory).
+        self.hard.place.prepare().ok()?;
+        sys::holders(self.hard.resolved_path())
     }
 
     /// Waits for the lock in exclusive mode: nobody else, in any process, holds it while the
@@ -341,6 +386,7 @@ impl fmt::Debug for FileLock {
             .field("mode", &o.mode.map(|m| format!("{m:#o}")))
             .field("delete_on_release", &o.delete_on_release)
             .field("fallback", &o.fallback)
+            .field("wait_hook", &o.wait_hook)
             .finish()
     }
 }
@@ -461,6 +507,10 @@ impl LockKind for Hard {
         self.options.backoff
     }
 
+    fn wait_hook(&self) -> Option<&WaitHook> {
+        self.options.wait_hook.as_ref()
+    }
+
     fn watch(&self, local: &Arc<Local>) -> bool {
         let path = self.resolved_path();
         let target = if self.soft.load(Ordering::Relaxed) {
@@ -471,12 +521,12 @@ impl LockKind for Hard {
         local.watch(&[target])
     }
 
-    fn holder(&self) -> Option<String> {
-        // Only a lock that fell back to a marker has a record naming its holder.
+    fn holder(&self) -> Option<HeldBy> {
+        // A lock that fell back to a marker has a record naming its holder.
         if self.soft.load(Ordering::Relaxed) {
-            soft::unprobeable_holder(self.resolved_path())
+            soft::unprobeable_holder(self.resolved_path()).map(HeldBy::Unprobeable)
         } else {
-            None
+            HeldBy::processes(sys::holders(self.resolved_path())?)
         }
     }
 }
@@ -603,16 +653,95 @@ impl FileLockBuilder {
         self
     }
 
+    /// Calls `f` once when an acquisition first has to wait: its first attempt found the
+    /// lock held in another process, or another task or thread of this process holds it or
+    /// waits for it ahead of this acquisition. An acquisition that gets the lock at once, or
+    /// a [`try_acquire`](FileLock::try_acquire), never calls it.
+    ///
+    /// `f` is told the path, how long the acquisition has run, and who holds the lock where
+    /// that is known (see [`WaitInfo`]); looking that up reads `/proc/locks` on Linux, which
+    /// only happens when a hook is set. Use it to tell a user why a program does not proceed,
+    /// as cargo prints `Blocking waiting for file lock on build directory`.
+    ///
+    /// The hook runs inside the acquisition's `poll` (or, for the
+    /// [`blocking`](crate::blocking) twin, on the waiting thread), so it must be quick and
+    /// must not block: print, log, or send on a channel. It is called only while the
+    /// acquisition is polled: a dropped (cancelled) acquisition never calls it again. A panic
+    /// in it propagates out of `poll`, and the acquisition is abandoned as if dropped. This
+    /// replaces any hook set before, as does [`on_wait_every`](FileLockBuilder::on_wait_every).
+    ///
+    /// With the `tracing` feature the same moment is a debug event, with or without a hook.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use async_filelock::FileLock;
+    ///
+    /// # futures_lite::future::block_on(async {
+    /// let waits = Arc::new(AtomicUsize::new(0));
+    /// let counter = waits.clone();
+    /// let lock = FileLock::builder(std::env::temp_dir().join("doc-on-wait.lock"))
+    ///     .on_wait(move |info| {
+    ///         eprintln!("Blocking waiting for file lock on {}", info.path().display());
+    ///         counter.fetch_add(1, Ordering::Relaxed);
+    ///     })
+    ///     .build()?;
+    ///
+    /// let held = lock.acquire().await?; // no wait: no call
+    /// assert_eq!(waits.load(Ordering::Relaxed), 0);
+    /// // Another task of this process holds it: this acquisition waits, then times out.
+    /// let err = lock.acquire().timeout(Duration::from_millis(20)).await.unwrap_err();
+    /// assert_eq!(waits.load(Ordering::Relaxed), 1);
+    /// # drop(held);
+    /// # Ok::<(), async_filelock::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn on_wait(mut self, f: impl Fn(&WaitInfo<'_>) + Send + Sync + 'static) -> FileLockBuilder {
+        self.options.wait_hook = Some(WaitHook::once(f));
+        self
+    }
+
+    /// Calls `f` when an acquisition first has to wait, as
+    /// [`on_wait`](FileLockBuilder::on_wait), and again every `interval` while it keeps
+    /// waiting ([`WaitInfo::is_first`] tells the first call apart). Calls missed while the
+    /// waiting thread was busy are skipped, not made up for.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let lock = async_filelock::FileLock::builder("/tmp/build.lock")
+    ///     .on_wait_every(Duration::from_secs(10), |info| {
+    ///         eprintln!("still waiting for {} after {:.0?}", info.path().display(), info.elapsed());
+    ///     })
+    ///     .build()?;
+    /// # drop(lock);
+    /// # Ok::<(), async_filelock::Error>(())
+    /// ```
+    pub fn on_wait_every(
+        mut self,
+        interval: Duration,
+        f: impl Fn(&WaitInfo<'_>) + Send + Sync + 'static,
+    ) -> FileLockBuilder {
+        self.options.wait_hook = Some(WaitHook::every(interval, f));
+        self
+    }
+
     /// Checks the options and builds the lock. No I/O happens here.
     ///
     /// # Errors
     ///
     /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a backoff with a zero
-    /// interval or a first pause longer than its cap, or a mode outside `0o777` or without
-    /// the owner's read and write bits.
+    /// interval or a first pause longer than its cap, a mode outside `0o777` or without
+    /// the owner's read and write bits, or a waiting hook repeating at a zero interval.
     pub fn build(self) -> Result<FileLock, Error> {
         let with_path = |e: Error| e.with_path(&self.path).during(Action::Configure);
         self.options.backoff.validate().map_err(with_path)?;
+        WaitHook::validate(self.options.wait_hook.as_ref()).map_err(with_path)?;
         if let Some(mode) = self.options.mode {
             check_mode(mode).map_err(with_path)?;
         }

@@ -11,9 +11,11 @@ use std::time::Duration;
 
 use crate::acquire::{acquire_future, Limit, LockKind, WaitLoop};
 use crate::error::Action;
+use crate::holder::HeldBy;
 use crate::local::Local;
 use crate::lock::{check_mode, Hard, HardHeld};
-use crate::{sys, Backoff, Error, FileLockGuard};
+use crate::wait_hook::{WaitHook, WaitInfo};
+use crate::{sys, Backoff, Error, FileLockGuard, Holder};
 
 /// A cross-process reader/writer lock on a file, with writer preference.
 ///
@@ -73,6 +75,7 @@ pub(crate) struct RwHard {
     data: Arc<Hard>,
     gate: Hard,
     gate_path: PathBuf,
+    wait_hook: Option<WaitHook>,
 }
 
 /// What a waiting acquisition of an [`RwFileLock`] keeps between attempts.
@@ -138,8 +141,27 @@ impl LockKind for RwHard {
         self.data.timeout()
     }
 
+    fn holder(&self) -> Option<HeldBy> {
+        HeldBy::processes(self.holders()?)
+    }
+
+    fn wait_hook(&self) -> Option<&WaitHook> {
+        self.wait_hook.as_ref()
+    }
+
     fn backoff(&self) -> Backoff {
         self.data.backoff()
+    }
+}
+
+impl RwHard {
+    /// The data file's holders, or if it has none, the gate's (a writer waiting).
+    fn holders(&self) -> Option<Vec<Holder>> {
+        let data = sys::holders(self.data.resolved_path())?;
+        if !data.is_empty() {
+            return Some(data);
+        }
+        sys::holders(self.gate.resolved_path())
     }
 }
 
@@ -155,7 +177,7 @@ impl RwFileLock {
     /// assert_eq!(lock.gate_path(), std::path::Path::new("/tmp/cache.db.gate"));
     /// ```
     pub fn new(path: impl AsRef<Path>) -> RwFileLock {
-        RwFileLock::from_options(path.as_ref(), None, Backoff::default(), None)
+        RwFileLock::from_options(path.as_ref(), None, Backoff::default(), None, None)
     }
 
     /// Starts building a lock with options.
@@ -165,6 +187,7 @@ impl RwFileLock {
             timeout: None,
             backoff: Backoff::default(),
             mode: None,
+            wait_hook: None,
         }
     }
 
@@ -173,6 +196,7 @@ impl RwFileLock {
         timeout: Option<Duration>,
         backoff: Backoff,
         mode: Option<u32>,
+        wait_hook: Option<WaitHook>,
     ) -> RwFileLock {
         let mut gate_path = path.as_os_str().to_owned();
         gate_path.push(".gate");
@@ -182,6 +206,7 @@ impl RwFileLock {
                 data: Arc::new(Hard::os_only(path, timeout, backoff, mode)),
                 gate: Hard::os_only(&gate_path, timeout, backoff, mode),
                 gate_path,
+                wait_hook,
             }),
         }
     }
@@ -199,6 +224,30 @@ impl RwFileLock {
     /// The default time limit of an acquisition (`None`: wait until acquired).
     pub fn timeout(&self) -> Option<Duration> {
         self.kind.data.timeout()
+    }
+
+    /// The processes that hold the lock now, as the operating system reports them: the
+    /// readers or the writer in the data file, or when it has none, a writer waiting in the
+    /// gate (which keeps new readers out). Empty when nobody holds either; `None` where the
+    /// platform cannot tell (all but Linux). See [`Holder`] for what the list can and cannot
+    /// tell, and [`FileLock::holders`](crate::FileLock::holders).
+    ///
+    /// It reads `/proc/locks` (and each holder's `/proc/<pid>/cmdline`) and does not wait.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let lock = async_filelock::RwFileLock::new(std::env::temp_dir().join("doc-rw-holders.db"));
+    /// let reader = lock.try_read()?;
+    /// if let Some(holders) = lock.holders() {
+    ///     assert!(holders.iter().all(|h| h.is_shared()));
+    /// }
+    /// # drop(reader);
+    /// # Ok::<(), async_filelock::Error>(())
+    /// ```
+    pub fn holders(&self) -> Option<Vec<Holder>> {
+        self.kind.prepare().ok()?;
+        self.kind.holders()
     }
 
     /// Waits until the lock is held for reading, alongside other readers.
@@ -292,6 +341,7 @@ pub struct RwFileLockBuilder {
     timeout: Option<Duration>,
     backoff: Backoff,
     mode: Option<u32>,
+    wait_hook: Option<WaitHook>,
 }
 
 impl RwFileLockBuilder {
@@ -315,6 +365,24 @@ impl RwFileLockBuilder {
         self
     }
 
+    /// Calls `f` once when an acquisition first has to wait; see
+    /// [`FileLockBuilder::on_wait`](crate::FileLockBuilder::on_wait).
+    pub fn on_wait(mut self, f: impl Fn(&WaitInfo<'_>) + Send + Sync + 'static) -> Self {
+        self.wait_hook = Some(WaitHook::once(f));
+        self
+    }
+
+    /// Calls `f` when an acquisition first has to wait and every `interval` after; see
+    /// [`FileLockBuilder::on_wait_every`](crate::FileLockBuilder::on_wait_every).
+    pub fn on_wait_every(
+        mut self,
+        interval: Duration,
+        f: impl Fn(&WaitInfo<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        self.wait_hook = Some(WaitHook::every(interval, f));
+        self
+    }
+
     /// Checks the options and builds the lock.
     ///
     /// # Errors
@@ -324,6 +392,7 @@ impl RwFileLockBuilder {
     pub fn build(self) -> Result<RwFileLock, Error> {
         let with_path = |e: Error| e.with_path(&self.path).during(Action::Configure);
         self.backoff.validate().map_err(with_path)?;
+        WaitHook::validate(self.wait_hook.as_ref()).map_err(with_path)?;
         if let Some(mode) = self.mode {
             check_mode(mode).map_err(with_path)?;
         }
@@ -332,6 +401,7 @@ impl RwFileLockBuilder {
             self.timeout,
             self.backoff,
             self.mode,
+            self.wait_hook,
         ))
     }
 }

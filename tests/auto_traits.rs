@@ -17,11 +17,11 @@ use std::time::Duration;
 
 use async_filelock::{
     blocking, Acquire, Backoff, ClaimState, CompromiseReason, Error, ErrorKind, FileLock,
-    FileLockBuilder, FileLockGuard, LeaseCompromise, Owner, OwnerMode, RwFileLock,
+    FileLockBuilder, FileLockGuard, Holder, LeaseCompromise, Owner, OwnerMode, RwFileLock,
     RwFileLockBuilder, RwReadGuard, RwWriteGuard, SoftFallback, SoftFileLease,
     SoftFileLeaseBuilder, SoftFileLeaseGuard, SoftFileLock, SoftFileLockBuilder, SoftFileLockGuard,
     SoftRwLock, SoftRwLockBuilder, SoftRwReadGuard, SoftRwWriteGuard, StrictClaim,
-    StrictSoftFileLock, StrictSoftFileLockBuilder, StrictSoftFileLockGuard,
+    StrictSoftFileLock, StrictSoftFileLockBuilder, StrictSoftFileLockGuard, WaitInfo,
 };
 
 fn require_send<T: Send>(_: &T) {}
@@ -118,6 +118,8 @@ assert_value!(StrictSoftFileLockBuilder: Send & Sync & Unpin);
 assert_value!(StrictSoftFileLockGuard: Send & Sync & Unpin);
 assert_value!(async_filelock::futures::AcquireStrict: Send & Sync & Unpin);
 assert_value!(Owner: Send & Sync & Unpin);
+assert_value!(Holder: Send & Sync & Unpin);
+assert_value!(WaitInfo<'static>: Send & Sync & Unpin);
 assert_value!(OwnerMode: Send & Sync & Unpin);
 assert_value!(StrictClaim: Send & Sync & Unpin);
 assert_value!(ClaimState: Send & Sync & Unpin);

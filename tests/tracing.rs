@@ -1,5 +1,6 @@
 //! With the `tracing` feature, the waiting loop and the guard emit debug events naming the
-//! lock's path: attempt, waiting (with the delay), acquired, timeout and release.
+//! lock's path: attempt, waiting (with the delay), the moments of the waiting hook, acquired,
+//! timeout and release.
 
 #![cfg(feature = "tracing")]
 
@@ -66,6 +67,7 @@ fn events_name_the_path_for_each_step() {
         "lock acquired",
         "lock released",
         "lock held elsewhere, waiting",
+        "waiting for the lock",
         "timed out waiting for lock",
     ] {
         let found = find(&lines, message);
@@ -126,4 +128,26 @@ fn an_endless_backoff_waits_instead_of_spinning() {
     let watched = cfg!(any(target_os = "linux", target_os = "android"));
     let attempts = find(&lines, "attempting lock").len();
     assert_eq!(attempts, if watched { 3 } else { 2 }, "{lines:#?}");
+}
+
+#[test]
+fn the_waiting_hook_moments_are_events() {
+    let dir = common::tmp();
+    let path = dir.path().join("hooked.lock");
+    let lock = blocking::FileLock::builder(&path)
+        .backoff(async_filelock::Backoff::fixed(Duration::from_millis(5)))
+        .on_wait_every(Duration::from_millis(10), |_| {})
+        .build()
+        .unwrap();
+    let lines = capture(|| {
+        let _foreign = common::foreign_hold(&path);
+        let err = lock.acquire_timeout(Duration::from_millis(60)).unwrap_err();
+        assert_eq!(err.kind(), async_filelock::ErrorKind::Timeout);
+    });
+    let waits = find(&lines, "waiting for the lock");
+    assert!(
+        waits.iter().filter(|l| l.contains("first=true")).count() == 1
+            && waits.iter().any(|l| l.contains("first=false")),
+        "the first wait, then repeats:\n{lines:#?}"
+    );
 }

@@ -74,6 +74,7 @@ use std::time::{Duration, Instant};
 
 use crate::acquire::{acquire_future, Limit, LockKind, WaitLoop};
 use crate::error::Action;
+use crate::holder::HeldBy;
 use crate::local::Local;
 use crate::lock::Place;
 use crate::soft::identity::{host_name, own_pid, own_start, owner_is_current, owner_is_stale};
@@ -81,6 +82,7 @@ use crate::soft::lease::{Beat, Claim, Heartbeat, OnCompromise};
 use crate::soft::marker::Marker;
 use crate::soft::record::{parse_pid, Holder, OwnerMode, Record, STRICT_SENTINEL};
 use crate::trace::debug;
+use crate::wait_hook::{wait_hook_methods, WaitHook};
 use crate::{sys, Backoff, Error};
 
 pub use lease::{CompromiseReason, LeaseCompromise};
@@ -411,6 +413,7 @@ pub(crate) struct Soft {
     timeout: Option<Duration>,
     backoff: Backoff,
     mode: Option<u32>,
+    wait_hook: Option<WaitHook>,
     flavor: Flavor,
     watch: Watch,
     /// The latest hold's shared state (a lease's compromise outlives its release).
@@ -539,8 +542,12 @@ impl LockKind for Soft {
         local.watch(&[sys::watch::Target::Removed(self.place.resolved_path())])
     }
 
-    fn holder(&self) -> Option<String> {
-        unprobeable_holder(self.place.resolved_path())
+    fn holder(&self) -> Option<HeldBy> {
+        unprobeable_holder(self.place.resolved_path()).map(HeldBy::Unprobeable)
+    }
+
+    fn wait_hook(&self) -> Option<&WaitHook> {
+        self.wait_hook.as_ref()
     }
 }
 
@@ -551,6 +558,7 @@ impl Soft {
             timeout: options.timeout,
             backoff: options.backoff,
             mode: options.mode,
+            wait_hook: options.wait_hook,
             flavor,
             watch: Watch::default(),
             last: Mutex::new(None),
@@ -568,11 +576,12 @@ impl Soft {
 }
 
 /// Options every soft lock shares.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Options {
     timeout: Option<Duration>,
     backoff: Backoff,
     mode: Option<u32>,
+    wait_hook: Option<WaitHook>,
 }
 
 fn check_mode(path: &Path, mode: Option<u32>) -> Result<(), Error> {
@@ -765,6 +774,8 @@ impl SoftFileLockBuilder {
         self
     }
 
+    wait_hook_methods!(options.wait_hook);
+
     /// Checks the options and builds the lock.
     ///
     /// # Errors
@@ -782,6 +793,8 @@ fn validate(path: &Path, options: &Options) -> Result<(), Error> {
     options
         .backoff
         .validate()
+        .map_err(|e| e.with_path(path).during(Action::Configure))?;
+    WaitHook::validate(options.wait_hook.as_ref())
         .map_err(|e| e.with_path(path).during(Action::Configure))?;
     check_mode(path, options.mode)
 }
@@ -1048,6 +1061,8 @@ impl SoftFileLeaseBuilder {
         self.options.mode = Some(mode);
         self
     }
+
+    wait_hook_methods!(options.wait_hook);
 
     /// How long peers must see the marker unrefreshed before they may take the lease
     /// (default 30 s). Every contender for a path must agree on it.

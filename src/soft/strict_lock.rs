@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use crate::acquire::{Limit, LockKind, WaitLoop};
 use crate::error::Action;
+use crate::holder::HeldBy;
 use crate::local::Local;
 use crate::lock::Place;
 use crate::soft::strict::{Strict, StrictClaim, StrictHeld};
 use crate::trace::debug;
+use crate::wait_hook::{wait_hook_methods, WaitHook};
 use crate::{sys, Backoff, Error};
 
 use super::{check_mode, Options};
@@ -72,8 +74,15 @@ impl LockKind for StrictKind {
         self.options.backoff
     }
 
-    fn holder(&self) -> Option<String> {
-        self.core.get().and_then(Strict::holder)
+    fn wait_hook(&self) -> Option<&WaitHook> {
+        self.options.wait_hook.as_ref()
+    }
+
+    fn holder(&self) -> Option<HeldBy> {
+        self.core
+            .get()
+            .and_then(Strict::holder)
+            .map(HeldBy::Unprobeable)
     }
 }
 
@@ -255,6 +264,8 @@ impl StrictSoftFileLockBuilder {
         self
     }
 
+    wait_hook_methods!(options.wait_hook);
+
     /// Checks the options and builds the lock.
     ///
     /// # Errors
@@ -264,6 +275,8 @@ impl StrictSoftFileLockBuilder {
         self.options
             .backoff
             .validate()
+            .map_err(|e| e.with_path(&self.path).during(Action::Configure))?;
+        WaitHook::validate(self.options.wait_hook.as_ref())
             .map_err(|e| e.with_path(&self.path).during(Action::Configure))?;
         check_mode(&self.path, self.options.mode)?;
         Ok(StrictSoftFileLock::from_options(&self.path, self.options))

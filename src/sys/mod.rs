@@ -19,7 +19,8 @@
 //! names in one step, where the platform can), `process` (process start tokens and PID
 //! namespaces), `dir` (directory handles for the soft protocols that work relative to a
 //! directory they opened) and `watch` (wake-ups when a lock file is closed or a marker
-//! removed, where the platform can tell).
+//! removed, where the platform can tell); `holders(path)`, the processes the OS says hold a
+//! lock on a file (Linux: `/proc/locks`; elsewhere `None`).
 
 #[cfg(unix)]
 mod unix;
@@ -93,6 +94,15 @@ pub(crate) mod watch;
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 #[path = "watch_none.rs"]
 pub(crate) mod watch;
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod holders_linux;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) use holders_linux::holders;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+mod holders_none;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) use holders_none::holders;
 
 /// The outcome of one attempt that did not fail.
 #[derive(Debug)]

@@ -21,6 +21,7 @@ use crate::local::Local;
 use crate::lock::Place;
 use crate::soft::lease::{Claim, Heartbeat, OnCompromise};
 use crate::soft::{CompromiseReason, LeaseCompromise};
+use crate::wait_hook::{wait_hook_methods, WaitHook};
 use crate::{sys, Backoff, Error};
 
 use protocol::{HeartbeatOutcome, Log, Participant};
@@ -36,6 +37,7 @@ pub(crate) struct SoftRw {
     heartbeat: Duration,
     stale: Duration,
     on_compromise: Option<OnCompromise>,
+    wait_hook: Option<WaitHook>,
     /// The claim of the latest hold, whose loss [`SoftRwLock::compromise`] reports.
     last: Mutex<Option<Arc<Claim>>>,
 }
@@ -162,6 +164,10 @@ impl LockKind for SoftRw {
     fn backoff(&self) -> Backoff {
         self.backoff
     }
+
+    fn wait_hook(&self) -> Option<&WaitHook> {
+        self.wait_hook.as_ref()
+    }
 }
 
 /// One heartbeat tick of a held member, as Python's: refresh the record and check the
@@ -279,6 +285,7 @@ impl SoftRwLock {
             heartbeat: Duration::from_secs(30),
             stale: None,
             on_compromise: None,
+            wait_hook: None,
         }
     }
 
@@ -398,9 +405,12 @@ pub struct SoftRwLockBuilder {
     heartbeat: Duration,
     stale: Option<Duration>,
     on_compromise: Option<OnCompromise>,
+    wait_hook: Option<WaitHook>,
 }
 
 impl SoftRwLockBuilder {
+    wait_hook_methods!(wait_hook);
+
     /// The default time limit of an acquisition.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
@@ -456,6 +466,8 @@ impl SoftRwLockBuilder {
         self.backoff
             .validate()
             .map_err(|e| e.with_path(&self.path).during(Action::Configure))?;
+        WaitHook::validate(self.wait_hook.as_ref())
+            .map_err(|e| e.with_path(&self.path).during(Action::Configure))?;
         let heartbeat = self.heartbeat;
         if heartbeat.is_zero() {
             return fail(format!(
@@ -483,6 +495,7 @@ impl SoftRwLockBuilder {
                 heartbeat,
                 stale,
                 on_compromise: self.on_compromise,
+                wait_hook: self.wait_hook,
                 last: Mutex::new(None),
             }),
         })
