@@ -240,9 +240,10 @@ const CLOSE_WATCHED: bool = cfg!(any(target_os = "linux", target_os = "android")
 /// there is independent of `flock` (see the module docs). Off Linux, nothing watches for a
 /// close, so nobody needs announcing and a cached descriptor is always fine.
 #[cfg(any(target_os = "linux", target_os = "android"))]
+#[allow(clippy::unnecessary_cast)] // `f_type`'s integer type differs between targets.
 fn announces(file: &File) -> bool {
     // Local file systems whose `flock` is their own lock, apart from record locks.
-    const LOCAL: [i64; 7] = [
+    const LOCAL: [u32; 7] = [
         0xEF53,      // ext2, ext3, ext4
         0x5846_5342, // xfs
         0x9123_683E, // btrfs
@@ -251,7 +252,7 @@ fn announces(file: &File) -> bool {
         0xCA45_1A4E, // bcachefs
         0x794C_7630, // overlayfs
     ];
-    rustix::fs::fstatfs(file).is_ok_and(|st| LOCAL.contains(&(st.f_type as i64)))
+    rustix::fs::fstatfs(file).is_ok_and(|st| LOCAL.contains(&(st.f_type as u32)))
 }
 
 /// Off Linux nothing watches for a close, so a cached descriptor hides no release.
