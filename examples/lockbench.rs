@@ -656,9 +656,9 @@ fn uncontended(cfg: &Cfg, report: &mut Report) -> Res<()> {
         let ratio = median(&ratios);
         let mark = if *targeted {
             report.target(
-                format!("uncontended {name} <= 1.5x raw"),
+                format!("uncontended {name} <= 1.0x raw"),
                 format!("{ratio:.2}x"),
-                ratio <= 1.5,
+                ratio <= 1.0,
             )
         } else {
             String::new()
