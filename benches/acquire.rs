@@ -104,6 +104,33 @@ fn raw_lib_syscalls_once(path: &Path) {
     drop(black_box(file));
 }
 
+/// The system calls of one library acquisition and release on Unix with the lock file kept
+/// open between holds (the default, `FileLockBuilder::keep_open`), with none of its
+/// bookkeeping: `getpid` (may this process reuse the descriptor?), `flock`, `lstat` (does
+/// the path still name it?), `getpid` (a forked child must not unlock), `flock(LOCK_UN)`,
+/// and on Linux `fcntl(F_GETLK)` (does a waiter elsewhere need a close to wake up?).
+#[cfg(unix)]
+fn raw_kept_open_syscalls_once(file: &File, path: &Path) {
+    black_box(std::process::id());
+    file.try_lock().expect("uncontended");
+    let now = rustix::fs::lstat(path).expect("lstat");
+    black_box(now.st_ino);
+    black_box(std::process::id());
+    file.unlock().expect("unlock");
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::process::{Flock, FlockOffsetType, FlockType};
+        let probe = Flock {
+            start: 0,
+            length: 0,
+            pid: None,
+            typ: FlockType::WriteLock,
+            offset_type: FlockOffsetType::Set,
+        };
+        black_box(rustix::process::fcntl_getlk(file, &probe).expect("F_GETLK"));
+    }
+}
+
 /// What the library's calls could be with the post-lock check done on the descriptor, as
 /// Python filelock does: `open`, `flock`, one `fstat` (regular file? link count > 0?),
 /// `flock(LOCK_UN)`, `close`.
@@ -138,6 +165,20 @@ fn uncontended(c: &mut Criterion) {
     #[cfg(unix)]
     g.bench_function("raw_fstat_after_lock", |b| {
         b.iter(|| raw_fstat_after_lock_once(&path))
+    });
+    #[cfg(unix)]
+    {
+        let kept = open_rw(&path);
+        g.bench_function("raw_kept_open_syscalls", |b| {
+            b.iter(|| raw_kept_open_syscalls_once(&kept, &path))
+        });
+    }
+    let reopening = FileLock::builder(&path)
+        .keep_open(false)
+        .build()
+        .expect("build");
+    g.bench_function("async_block_on_keep_open_false", |b| {
+        b.iter(|| drop(black_box(block_on(reopening.acquire()).expect("acquire"))))
     });
     g.bench_function("async_block_on", |b| {
         b.iter(|| drop(black_box(block_on(lock.acquire()).expect("acquire"))))
@@ -650,7 +691,13 @@ fn interleaved_all() {
     let path = dir.path().join("interleaved.lock");
     let lock = FileLock::new(&path);
     let sync_lock = blocking::FileLock::new(&path);
+    let reopening = FileLock::builder(&path)
+        .keep_open(false)
+        .build()
+        .expect("build");
     drop(lock.try_acquire().expect("first acquisition"));
+    #[cfg(unix)]
+    let kept = open_rw(&path);
     let batch = 1000;
 
     let mut variants: Vec<Batch<'_>> = vec![(
@@ -666,6 +713,10 @@ fn interleaved_all() {
         (
             "uncontended/raw_fstat_after_lock",
             Box::new(|n| timed(n, || raw_fstat_after_lock_once(&path))),
+        ),
+        (
+            "uncontended/raw_kept_open_syscalls",
+            Box::new(|n| timed(n, || raw_kept_open_syscalls_once(&kept, &path))),
         ),
     ]);
     variants.extend([
@@ -686,6 +737,14 @@ fn interleaved_all() {
                         drop(black_box(lock.acquire().await.expect("acquire")));
                     }
                     start.elapsed()
+                })
+            }),
+        ),
+        (
+            "uncontended/async_block_on_keep_open_false",
+            Box::new(|n| {
+                timed(n, || {
+                    drop(black_box(block_on(reopening.acquire()).expect("acquire")))
                 })
             }),
         ),

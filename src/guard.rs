@@ -81,7 +81,7 @@ impl FileLockGuard {
         };
         let path = self.lock.resolved_path();
         let result = held
-            .release(path, self.lock.delete_on_release())
+            .release(path, self.lock.delete_on_release(), self.lock.cache())
             .map_err(|e| e.during(Action::Release));
         // The OS lock is gone: let the next waiter in this process try at once.
         self.lock.local().released(self.shared);

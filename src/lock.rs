@@ -62,15 +62,20 @@ pub(crate) struct Hard {
     soft: AtomicBool,
     /// Watches a soft marker for change (used after a fallback).
     watch: soft::Watch,
+    /// The lock file kept open between holds (see [`FileLockBuilder::keep_open`]); `None`
+    /// when that is off, or with delete-on-release (a deleted file is not worth keeping).
+    cache: Option<sys::Cache>,
 }
 
 impl Hard {
     fn with_options(path: &Path, options: Options) -> Hard {
+        let cache = (options.keep_open && !options.delete_on_release).then(sys::Cache::default);
         Hard {
             place: Place::new(path),
             options,
             soft: AtomicBool::new(false),
             watch: soft::Watch::default(),
+            cache,
         }
     }
 
@@ -92,6 +97,7 @@ impl Hard {
                 fallback: SoftFallback::Never,
                 // The reader/writer lock calls its own.
                 wait_hook: None,
+                keep_open: true,
             },
         )
     }
@@ -113,9 +119,14 @@ impl HardHeld {
         }
     }
 
-    pub(crate) fn release(self, path: &Path, delete: bool) -> Result<(), Error> {
+    pub(crate) fn release(
+        self,
+        path: &Path,
+        delete: bool,
+        cache: Option<&sys::Cache>,
+    ) -> Result<(), Error> {
         match self {
-            HardHeld::Os(held) => held.release(path, delete),
+            HardHeld::Os(held) => held.release(path, delete, cache),
             HardHeld::Soft(marker) => marker.release(),
         }
     }
@@ -143,7 +154,7 @@ pub enum SoftFallback {
     OnUnsupported,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct Options {
     timeout: Option<Duration>,
     backoff: Backoff,
@@ -151,6 +162,21 @@ struct Options {
     delete_on_release: bool,
     fallback: SoftFallback,
     wait_hook: Option<WaitHook>,
+    keep_open: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            timeout: None,
+            backoff: Backoff::default(),
+            mode: None,
+            delete_on_release: false,
+            fallback: SoftFallback::default(),
+            wait_hook: None,
+            keep_open: true,
+        }
+    }
 }
 
 impl FileLock {
@@ -387,6 +413,7 @@ impl fmt::Debug for FileLock {
             .field("delete_on_release", &o.delete_on_release)
             .field("fallback", &o.fallback)
             .field("wait_hook", &o.wait_hook)
+            .field("keep_open", &o.keep_open)
             .finish()
     }
 }
@@ -407,6 +434,11 @@ impl Hard {
 
     pub(crate) fn delete_on_release(&self) -> bool {
         self.options.delete_on_release
+    }
+
+    /// Where a release leaves the lock file open for the next hold, if anywhere.
+    pub(crate) fn cache(&self) -> Option<&sys::Cache> {
+        self.cache.as_ref()
     }
 }
 
@@ -476,7 +508,7 @@ impl LockKind for Hard {
     fn attempt(&self, shared: bool, keep: &mut sys::Keep) -> Result<Option<HardHeld>, Error> {
         let path = self.resolved_path();
         if !self.soft.load(Ordering::Relaxed) {
-            match sys::try_lock(path, shared, self.options.mode, keep) {
+            match sys::try_lock(path, shared, self.options.mode, keep, self.cache()) {
                 Ok(sys::Attempt::Locked(held)) => return Ok(Some(HardHeld::Os(held))),
                 Ok(sys::Attempt::Contended) => return Ok(None),
                 Err(e) if sys::lacks_flock(&e, self.options.fallback) => {
@@ -631,6 +663,38 @@ impl FileLockBuilder {
     /// clean.
     pub fn delete_on_release(mut self, delete: bool) -> FileLockBuilder {
         self.options.delete_on_release = delete;
+        self
+    }
+
+    /// Keep the lock file open between holds (default: on), so that an acquisition after a
+    /// release needs no `open`, and a release no `close`.
+    ///
+    /// With it, an uncontended acquire + release is `flock` + `lstat` + `flock(LOCK_UN)` (and
+    /// two `getpid`), where reopening costs `open` + `fstat` + `flock` + `lstat` +
+    /// `flock(LOCK_UN)` + `close`; no guarantee changes:
+    ///
+    /// - every hold still checks, after locking, that the path names the locked file (a
+    ///   file deleted or replaced while the lock was idle is noticed, and the new one
+    ///   opened);
+    /// - a forked child never locks through a descriptor it inherited (it would share the
+    ///   parent's hold): it opens its own;
+    /// - a waiter in another process is still woken at a release: on Linux a waiter marks
+    ///   itself with a shared POSIX record lock on the file, and a releaser that finds such a
+    ///   mark closes the file as without the cache (its close is the wake-up). Programs
+    ///   that take POSIX record locks (`fcntl`, `lockf`) on the lock file itself would see
+    ///   those marks; `flock(1)` and Python filelock use `flock` and do not. Because NFS and
+    ///   SMB build `flock` on record locks, the file is only kept open on local file
+    ///   systems known to keep the two apart (ext2/3/4, XFS, Btrfs, tmpfs, F2FS, bcachefs,
+    ///   overlayfs); elsewhere it is closed at each release as before.
+    ///
+    /// The cost is one open descriptor per idle lock (per `FileLock` and its clones, held
+    /// until the last of them is dropped) and the file's inode kept alive while it is
+    /// open. It never applies with [`delete_on_release`](FileLockBuilder::delete_on_release)
+    /// (the file is gone after each release), nor on Windows, where an open handle would
+    /// keep other processes from deleting the file, and a `FileLock` closes the file at
+    /// every release whatever this says.
+    pub fn keep_open(mut self, keep: bool) -> FileLockBuilder {
+        self.options.keep_open = keep;
         self
     }
 

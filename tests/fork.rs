@@ -62,3 +62,62 @@ fn a_forked_child_dropping_the_guard_leaves_the_parents_lock() {
         },
     );
 }
+
+/// A lock keeps its file open between holds. A child forked while that descriptor is idle
+/// inherits it, and it shares the parent's open file description: locking through it would
+/// join whatever hold the parent takes on it. The child must open its own.
+#[test]
+fn a_forked_child_does_not_lock_through_the_parents_idle_descriptor() {
+    isolated(
+        "a_forked_child_does_not_lock_through_the_parents_idle_descriptor",
+        || {
+            use std::io::{Read, Write};
+            use std::os::unix::net::UnixStream;
+
+            let dir = common::tmp();
+            let path = dir.path().join("idle.lock");
+            let lock = FileLock::new(&path);
+            // Leaves the file open in the lock for the next hold.
+            drop(lock.try_acquire().expect("acquire"));
+            let (mut parent_end, mut child_end) = UnixStream::pair().expect("socketpair");
+            // SAFETY: the test runs isolated on one test thread; the child takes and drops
+            // the lock and talks over a socket, then leaves through `_exit`.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "fork failed");
+            if pid == 0 {
+                let ok = lock.try_acquire().is_ok_and(|guard| {
+                    let told = child_end.write_all(b"H").is_ok();
+                    let mut byte = [0];
+                    let waited = child_end.read_exact(&mut byte).is_ok();
+                    drop(guard);
+                    told && waited
+                });
+                // SAFETY: ends the child without unwinding into the parent's state.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+            }
+            let mut byte = [0];
+            parent_end
+                .read_exact(&mut byte)
+                .expect("the child holds the lock");
+            let err = lock
+                .try_acquire()
+                .expect_err("the child holds the lock: the parent must not get it too");
+            assert_eq!(err.kind(), async_filelock::ErrorKind::WouldBlock, "{err}");
+            parent_end
+                .write_all(b"R")
+                .expect("tell the child to release");
+            let mut status = 0;
+            // SAFETY: waits for the child forked above.
+            let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+            assert_eq!(waited, pid, "waitpid");
+            assert!(
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                "the child could not take the free lock"
+            );
+            drop(
+                lock.try_acquire()
+                    .expect("free again once the child released it"),
+            );
+        },
+    );
+}

@@ -815,6 +815,90 @@ fn delete_on_release_removes_the_file() {
     });
 }
 
+/// Whether this process has `path`'s file open (Linux: a link in `/proc/self/fd` names it).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn open_here(path: &Path) -> bool {
+    let path = std::fs::canonicalize(path).expect("the lock file exists");
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .flatten()
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == path))
+}
+
+/// A lock keeps its file open between holds by default, closes it when the lock is dropped,
+/// and not at all with `keep_open(false)` or delete-on-release.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[test]
+fn the_lock_file_stays_open_between_holds_unless_told_otherwise() {
+    for_each_runtime("x.lock", |c| async move {
+        let lock = FileLock::new(&c.path);
+        drop(lock.acquire().await.expect("exclusive"));
+        assert!(open_here(&c.path), "the default keeps the file open");
+        let clone = lock.clone();
+        drop(lock);
+        drop(
+            clone
+                .acquire_shared()
+                .await
+                .expect("shared, through a clone"),
+        );
+        assert!(open_here(&c.path), "clones share the open file");
+        drop(clone);
+        assert!(!open_here(&c.path), "dropping the last clone closes it");
+
+        let closing = FileLock::builder(&c.path)
+            .keep_open(false)
+            .build()
+            .expect("build");
+        drop(closing.acquire().await.expect("exclusive"));
+        assert!(!open_here(&c.path), "keep_open(false) closes at release");
+        drop(closing);
+
+        let deleting = FileLock::builder(&c.path)
+            .delete_on_release(true)
+            .build()
+            .expect("build");
+        drop(deleting.try_acquire().expect("try"));
+        assert!(!c.path.exists());
+        drop(deleting.try_acquire().expect("try again"));
+        assert!(!c.path.exists(), "a deleting lock keeps nothing open");
+    });
+}
+
+/// The file a lock keeps open between holds may be replaced or deleted meanwhile: the next
+/// hold notices and locks the file the path names now.
+#[cfg(unix)]
+#[test]
+fn a_lock_file_replaced_or_deleted_while_the_lock_is_idle_is_noticed() {
+    for_each_runtime("x.lock", |c| async move {
+        let lock = FileLock::new(&c.path);
+        drop(lock.acquire().await.expect("first hold"));
+        let other = c.dir.join("other");
+        std::fs::write(&other, b"").expect("write");
+        std::fs::rename(&other, &c.path).expect("replace the lock file");
+        let foreign = foreign_hold(&c.path);
+        assert_eq!(
+            kind(lock.try_acquire()),
+            ErrorKind::WouldBlock,
+            "the lock on the file the path names now is held"
+        );
+        drop(foreign);
+        let g = lock.acquire().await.expect("the new file is free");
+        assert!(
+            !foreign_can_lock(&c.path),
+            "the hold is on the file the path names"
+        );
+        drop(g);
+
+        std::fs::remove_file(&c.path).expect("delete the idle lock file");
+        let g = lock.acquire().await.expect("after deletion");
+        assert!(c.path.is_file(), "the file is created again");
+        assert!(!foreign_can_lock(&c.path), "the hold is on the new file");
+        drop(g);
+        assert_free(&c.path);
+    });
+}
+
 /// Delete-on-release removes only the file it locked: a file put at the path meanwhile stays.
 #[cfg(unix)]
 #[test]

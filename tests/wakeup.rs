@@ -40,6 +40,18 @@ fn child_entry() {
             drop(held);
             say("RELEASED");
         }
+        "hold-open" => {
+            // Releases the guard but keeps the lock, and with it the lock file it keeps open
+            // for its next hold: the release closes nothing unless a waiter asks for it.
+            let lock = FileLock::new(&path);
+            let guard = lock.try_acquire().expect("the holder takes the lock");
+            say("HELD");
+            read_line();
+            drop(guard);
+            say("RELEASED");
+            read_line();
+            drop(lock);
+        }
         "wait" => {
             let mode = Mode::from_name(&arg("mode"));
             let slow = Backoff::fixed(Duration::from_secs(60));
@@ -163,9 +175,14 @@ fn wait_for_watch(process: &Proc) {
 /// A holder in one process, a waiter with a one-minute backoff in another: the release
 /// wakes the waiter.
 fn woken(kind: &str, mode: Mode) {
+    woken_by("hold", kind, mode);
+}
+
+/// [`woken`], with the holder playing `role`.
+fn woken_by(role: &str, kind: &str, mode: Mode) {
     let dir = tmp();
     let path = dir.path().join("wake.lock");
-    let mut holder = Proc::child("hold", &[("kind", &kind), ("path", &path)]);
+    let mut holder = Proc::child(role, &[("kind", &kind), ("path", &path)]);
     holder.expect("HELD");
     let mut waiter = Proc::child(
         "wait",
@@ -189,6 +206,9 @@ fn woken(kind: &str, mode: Mode) {
         "{kind} {mode:?}: the waiter slept through the release ({ms} ms)"
     );
     waiter.wait_success();
+    if role == "hold-open" {
+        holder.send("EXIT");
+    }
     holder.wait_success();
 }
 
@@ -202,6 +222,15 @@ const MODES: [Mode; 3] = [
 fn hard_lock_release_wakes_a_waiter() {
     for mode in MODES {
         woken("file", mode);
+    }
+}
+
+/// The holder's lock keeps its file open after the release (the default): the waiter's
+/// announcement makes the releaser close it, and the close wakes the waiter.
+#[test]
+fn hard_lock_release_wakes_a_waiter_while_the_lock_keeps_its_file_open() {
+    for mode in MODES {
+        woken_by("hold-open", "file", mode);
     }
 }
 

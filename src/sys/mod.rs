@@ -4,12 +4,14 @@
 //!
 //! - `ATTEMPT_BLOCKS`: whether an attempt may block the calling thread (then async callers run
 //!   it on the `blocking` crate's thread pool);
-//! - `try_lock(path, shared, mode, keep) -> Result<Attempt, Error>`: one attempt that never
-//!   waits for another holder; `Keep` is what a waiting acquisition keeps between attempts
-//!   (on Unix, the open lock file);
+//! - `try_lock(path, shared, mode, keep, cache) -> Result<Attempt, Error>`: one attempt that
+//!   never waits for another holder; `Keep` is what a waiting acquisition keeps between
+//!   attempts (on Unix, the open lock file), `Cache` what a lock keeps between holds (on
+//!   Unix, the lock file left open by the last release);
 //! - `queue_key(path) -> PathBuf`: the name under which locks on an absolute `path` share
 //!   one in-process queue (spellings of one file should map to one key where that is cheap);
-//! - `Held`: the open, locked file; `Held::release(self, path, delete)` unlocks and closes it,
+//! - `Held`: the open, locked file; `Held::release(self, path, delete, cache)` unlocks and
+//!   closes it (or leaves it open in `cache`),
 //!   and dropping a `Held` releases it too (closing the file releases the OS lock);
 //! - `host_name_raw()` and `process_alive(pid)`, which soft locks record and probe;
 //! - off Unix, `identify_path(path, follow)` and `identify_file(file)`: metadata with the
@@ -26,7 +28,8 @@
 mod unix;
 #[cfg(unix)]
 pub(crate) use unix::{
-    host_name_raw, lacks_flock, process_alive, queue_key, try_lock, Held, Keep, ATTEMPT_BLOCKS,
+    host_name_raw, lacks_flock, process_alive, queue_key, try_lock, Cache, Held, Keep,
+    ATTEMPT_BLOCKS,
 };
 
 #[cfg(windows)]
@@ -39,7 +42,8 @@ mod windows_api;
 use windows::{harden, identify_file, identify_path};
 #[cfg(windows)]
 pub(crate) use windows::{
-    host_name_raw, lacks_flock, process_alive, queue_key, try_lock, Held, Keep, ATTEMPT_BLOCKS,
+    host_name_raw, lacks_flock, process_alive, queue_key, try_lock, Cache, Held, Keep,
+    ATTEMPT_BLOCKS,
 };
 
 #[cfg(not(any(unix, windows)))]
@@ -48,7 +52,8 @@ mod unsupported;
 use unsupported::{harden, identify_file, identify_path};
 #[cfg(not(any(unix, windows)))]
 pub(crate) use unsupported::{
-    host_name_raw, lacks_flock, process_alive, queue_key, try_lock, Held, Keep, ATTEMPT_BLOCKS,
+    host_name_raw, lacks_flock, process_alive, queue_key, try_lock, Cache, Held, Keep,
+    ATTEMPT_BLOCKS,
 };
 
 #[cfg(all(unix, test))]

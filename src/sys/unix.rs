@@ -8,14 +8,31 @@
 //!
 //! Every call here returns promptly: the open is `O_NONBLOCK` (a FIFO, or a file with a lease
 //! held on it, cannot stall it) and the lock request is `LOCK_NB`.
+//!
+//! A lock may keep its file open between holds ([`Cache`]): the next attempt is then
+//! `flock(LOCK_NB)` → `lstat` on that descriptor, and a release `flock(LOCK_UN)`. The
+//! identity check stays whole (the cached descriptor keeps its inode alive, so a path that
+//! names an inode with the same device and number names this very file), and the cache is
+//! only reused by the process that opened it (a forked child shares the open file
+//! description, and locking it would join the parent's hold).
+//!
+//! Waiters in other processes learn of a release from the file's close (`sys::watch`), which a
+//! cached descriptor never raises. So on Linux a waiter announces itself with a shared POSIX
+//! record lock on the whole file while it waits, and a releaser tests for one (`F_GETLK`, one
+//! call, after unlocking): when someone waits, the releaser closes the file as before.
+//! POSIX record locks and `flock` locks are independent on local file systems, but not on
+//! NFS or SMB (there `flock` is built on record locks), so announcing, and with it the cache,
+//! is limited to local file systems known to keep them apart ([`announces`]).
 
 use std::fs::{File, TryLockError};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
-use rustix::fs::{FileType, Mode, OFlags, Stat};
+use rustix::fs::{FileType, FlockOperation, Mode, OFlags, Stat};
 use rustix::io::Errno;
+use rustix::process::{Flock, FlockOffsetType, FlockType};
 
 use super::Attempt;
 use crate::Error;
@@ -39,6 +56,46 @@ pub(crate) struct Held {
     /// The process that took the lock. A child forked while the lock was held shares the
     /// open file description; it must neither unlock nor delete the parent's lock.
     owner: u32,
+    /// Whether waiters on this file announce themselves (see [`announces`]); asked once per
+    /// open file, when first needed.
+    announcing: Option<bool>,
+}
+
+/// The lock file a lock keeps open between holds, so that the next acquisition needs no
+/// `open` (see the module docs). Holds at most one idle descriptor; dropping it closes it.
+#[derive(Debug, Default)]
+pub(crate) struct Cache(Mutex<Option<Cached>>);
+
+#[derive(Debug)]
+struct Cached {
+    file: File,
+    id: (u64, u64),
+    /// The process that opened it: in a forked child the descriptor shares the parent's
+    /// open file description, so the child must not lock it.
+    owner: u32,
+    announcing: Option<bool>,
+}
+
+impl Cache {
+    /// The idle descriptor, if this process (`pid`) put one there.
+    fn take(&self, pid: u32) -> Option<Cached> {
+        let cached = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()?;
+        // Closing a descriptor inherited from the parent leaves the parent's open file
+        // description (and any lock on it) alone.
+        (cached.owner == pid).then_some(cached)
+    }
+
+    /// Keeps `cached` unless another idle descriptor is kept already (then it is closed).
+    fn put(&self, cached: Cached) {
+        let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_none() {
+            *slot = Some(cached);
+        }
+    }
 }
 
 /// The lock file a waiting acquisition keeps open between its attempts.
@@ -50,60 +107,158 @@ pub(crate) struct Held {
 pub(crate) struct Kept {
     file: File,
     id: (u64, u64),
+    announcing: Option<bool>,
+    /// This waiter holds its announcement (a shared record lock, see the module docs).
+    announced: bool,
 }
 
 /// What an acquisition keeps between attempts (see [`Kept`]).
 pub(crate) type Keep = Option<Kept>;
 
-/// Makes one non-blocking attempt to lock `path`, on the file `keep` holds if it holds one;
-/// on contention, the file is left in `keep` for the next attempt.
+/// Makes one non-blocking attempt to lock `path`, on the file `keep` holds if it holds one,
+/// else on the one `cache` keeps; on contention, the file is left in `keep` for the next
+/// attempt.
 pub(crate) fn try_lock(
     path: &Path,
     shared: bool,
     mode: Option<u32>,
     keep: &mut Keep,
+    cache: Option<&Cache>,
 ) -> Result<Attempt, Error> {
+    // Asked once: the owner of a hold, and who may reuse the cache.
+    let pid = std::process::id();
     for _ in 0..REPLACED_RETRIES {
-        let (file, id, created) = match keep.take() {
-            Some(kept) => (kept.file, kept.id, false),
-            None => {
-                let Some((fd, st, created)) = open(path, mode)? else {
-                    return Ok(Attempt::Contended);
-                };
-                (File::from(fd), file_id(&st), created)
-            }
+        let (mut kept, created) = match keep.take() {
+            Some(kept) => (kept, false),
+            None => match cache.and_then(|c| c.take(pid)) {
+                Some(c) => (
+                    Kept {
+                        file: c.file,
+                        id: c.id,
+                        announcing: c.announcing,
+                        announced: false,
+                    },
+                    false,
+                ),
+                None => {
+                    let Some((fd, st, created)) = open(path, mode)? else {
+                        return Ok(Attempt::Contended);
+                    };
+                    let kept = Kept {
+                        file: File::from(fd),
+                        id: file_id(&st),
+                        announcing: None,
+                        announced: false,
+                    };
+                    (kept, created)
+                }
+            },
         };
-        match lock_nb_at(&file, shared, path) {
+        match lock_nb_at(&kept.file, shared, path) {
             Ok(true) => {}
             Ok(false) => {
-                *keep = Some(Kept { file, id });
+                kept.announce();
+                *keep = Some(kept);
                 return Ok(Attempt::Contended);
             }
             Err(e) => {
                 // Do not leave behind a file this attempt created for a lock it could not
                 // take (a soft lock falling back on this path would read it as a holder).
                 if created {
-                    remove_if_same(path, file.as_fd());
+                    remove_if_same(path, kept.file.as_fd());
                 }
                 return Err(Error::io(path, e));
             }
         }
-        // The file may have been unlinked or replaced since we opened it (a holder
-        // releasing with delete-on-release, or a third party). Then we hold a lock nobody
-        // else will ever see: drop it and open what the path names now.
-        match rustix::fs::lstat(path) {
-            Ok(now) if file_id(&now) == id => {
-                return Ok(Attempt::Locked(Held {
-                    file,
-                    id,
-                    owner: std::process::id(),
-                }))
-            }
-            Ok(_) | Err(Errno::NOENT) => continue,
-            Err(e) => return Err(Error::io(path, e.into())),
+        if let Some(held) = locked(path, kept, pid)? {
+            return Ok(Attempt::Locked(held));
         }
     }
     Ok(Attempt::Contended)
+}
+
+/// After `flock` succeeded on `kept`: the hold, if the path still names the locked file.
+fn locked(path: &Path, mut kept: Kept, pid: u32) -> Result<Option<Held>, Error> {
+    // The file may have been unlinked or replaced since we opened it (a holder releasing
+    // with delete-on-release, or a third party). Then we hold a lock nobody else will ever
+    // see: drop it (closing the file ends that lock) and open what the path names now.
+    match rustix::fs::lstat(path) {
+        Ok(now) if file_id(&now) == kept.id => {}
+        Ok(_) | Err(Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(Error::io(path, e.into())),
+    }
+    kept.withdraw();
+    Ok(Some(Held {
+        file: kept.file,
+        id: kept.id,
+        owner: pid,
+        announcing: kept.announcing,
+    }))
+}
+
+impl Kept {
+    /// Announces this waiter to holders in other processes, once, where they look (see the
+    /// module docs). A failure only means a releaser may not close the file for us: the
+    /// waiting loop's timer still bounds the wait.
+    fn announce(&mut self) {
+        if !CLOSE_WATCHED
+            || self.announced
+            || !*self.announcing.get_or_insert_with(|| announces(&self.file))
+        {
+            return;
+        }
+        self.announced =
+            rustix::fs::fcntl_lock(&self.file, FlockOperation::NonBlockingLockShared).is_ok();
+    }
+
+    /// Withdraws the announcement, once this waiter holds the lock.
+    fn withdraw(&mut self) {
+        if std::mem::take(&mut self.announced) {
+            let _ = rustix::fs::fcntl_lock(&self.file, FlockOperation::NonBlockingUnlock);
+        }
+    }
+}
+
+/// Whether a waiter in another process has announced itself on `file` (see the module docs).
+fn someone_waits(file: &File) -> bool {
+    let probe = Flock {
+        start: 0,
+        length: 0,
+        pid: None,
+        typ: FlockType::WriteLock,
+        offset_type: FlockOffsetType::Set,
+    };
+    // An error means we cannot tell: close, as without a cache.
+    CLOSE_WATCHED && !matches!(rustix::process::fcntl_getlk(file, &probe), Ok(None))
+}
+
+/// Whether waiters watch for a holder's close (see `sys::watch`), and so must announce
+/// themselves to holders that keep the file open.
+const CLOSE_WATCHED: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
+/// Whether waiters announce themselves on `file`'s file system with a record lock, which
+/// there is independent of `flock` (see the module docs). Off Linux, nothing watches for a
+/// close, so nobody needs announcing and a cached descriptor is always fine.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[allow(clippy::unnecessary_cast)] // `f_type`'s integer type differs between targets.
+fn announces(file: &File) -> bool {
+    // Local file systems whose `flock` is their own lock, apart from record locks.
+    const LOCAL: [u32; 7] = [
+        0xEF53,      // ext2, ext3, ext4
+        0x5846_5342, // xfs
+        0x9123_683E, // btrfs
+        0x0102_1994, // tmpfs
+        0xF2F5_2010, // f2fs
+        0xCA45_1A4E, // bcachefs
+        0x794C_7630, // overlayfs
+    ];
+    rustix::fs::fstatfs(file).is_ok_and(|st| LOCAL.contains(&(st.f_type as u32)))
+}
+
+/// Off Linux nothing watches for a close, so a cached descriptor hides no release.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn announces(_file: &File) -> bool {
+    true
 }
 
 impl Held {
@@ -114,12 +269,21 @@ impl Held {
             *keep = Some(Kept {
                 file: self.file,
                 id: self.id,
+                announcing: self.announcing,
+                announced: false,
             });
         }
     }
 
-    /// Unlocks and closes; with `delete`, first removes the path if it still names this file.
-    pub(crate) fn release(self, path: &Path, delete: bool) -> Result<(), Error> {
+    /// Unlocks and closes, or with a `cache`, keeps the file there for the next hold (unless
+    /// a waiter in another process needs the close to learn of the release); with `delete`,
+    /// first removes the path if it still names this file (and then never caches it).
+    pub(crate) fn release(
+        mut self,
+        path: &Path,
+        delete: bool,
+        cache: Option<&Cache>,
+    ) -> Result<(), Error> {
         if self.owner != std::process::id() {
             // A forked child dropping an inherited guard: closing its copy of the descriptor
             // leaves the parent's lock (and file) alone; unlocking would end it.
@@ -153,6 +317,21 @@ impl Held {
                 r => break r,
             }
         };
+        if let (Some(cache), false, Ok(())) = (cache, delete, &unlocked) {
+            // Unlocked first: a waiter that announces itself after this test attempts again
+            // after announcing, and finds the lock free.
+            if *self.announcing.get_or_insert_with(|| announces(&self.file))
+                && !someone_waits(&self.file)
+            {
+                cache.put(Cached {
+                    file: self.file,
+                    id: self.id,
+                    owner: self.owner,
+                    announcing: self.announcing,
+                });
+                return result;
+            }
+        }
         drop(self.file);
         result.and(unlocked.map_err(|e| Error::io(path, e)))
     }

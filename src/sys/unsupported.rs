@@ -15,11 +15,16 @@ pub(crate) enum Held {}
 /// What an acquisition keeps between attempts: nothing.
 pub(crate) type Keep = ();
 
+/// What a lock keeps open between holds: nothing on this platform.
+#[derive(Debug, Default)]
+pub(crate) struct Cache;
+
 pub(crate) fn try_lock(
     path: &Path,
     _shared: bool,
     _mode: Option<u32>,
     _keep: &mut Keep,
+    _cache: Option<&Cache>,
 ) -> Result<Attempt, Error> {
     let e = io::Error::new(
         io::ErrorKind::Unsupported,
@@ -33,7 +38,12 @@ impl Held {
         match self {}
     }
 
-    pub(crate) fn release(self, _path: &Path, _delete: bool) -> Result<(), Error> {
+    pub(crate) fn release(
+        self,
+        _path: &Path,
+        _delete: bool,
+        _cache: Option<&Cache>,
+    ) -> Result<(), Error> {
         match self {}
     }
 }

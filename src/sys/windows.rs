@@ -55,11 +55,19 @@ pub(crate) fn queue_key(path: &Path) -> PathBuf {
 /// `FILE_SHARE_DELETE`) would stop a holder's delete-on-release.
 pub(crate) type Keep = ();
 
+/// What a lock keeps open between holds: nothing. A handle kept open without
+/// `FILE_SHARE_DELETE` would stop other processes from deleting the file (their
+/// delete-on-release), and opening it with that sharing would let the file be deleted under a
+/// holder; an open also raises no event anyone waits for, so the cache would win little.
+#[derive(Debug, Default)]
+pub(crate) struct Cache;
+
 pub(crate) fn try_lock(
     path: &Path,
     shared: bool,
     _mode: Option<u32>,
     _keep: &mut Keep,
+    _cache: Option<&Cache>,
 ) -> Result<Attempt, Error> {
     let Some(file) = open(path)? else {
         return Ok(Attempt::Contended);
@@ -86,7 +94,12 @@ impl Held {
     ///
     /// Never fails on Windows: closing the handle releases the lock whatever `UnlockFile`
     /// says, and a failed deletion means someone else has the file open, which is fine.
-    pub(crate) fn release(self, path: &Path, delete: bool) -> Result<(), Error> {
+    pub(crate) fn release(
+        self,
+        path: &Path,
+        delete: bool,
+        _cache: Option<&Cache>,
+    ) -> Result<(), Error> {
         // Wine's UnlockFile can report ERROR_LOCK_VIOLATION for a lock the handle holds; closing
         // the handle releases the lock in every case, so the unlock result is not an error.
         let _ = self.file.unlock();
