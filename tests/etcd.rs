@@ -416,7 +416,7 @@ fn hundred_waiters_hand_over_in_create_revision_order() {
         for w in waiters {
             w.await.unwrap();
         }
-        let order = order.lock().unwrap();
+        let order = order.lock().unwrap().clone();
         assert_eq!(order.len(), 100);
         assert!(order[0] > fence);
         for pair in order.windows(2) {
