@@ -837,14 +837,27 @@ async fn acquisition(
     let keep_alive =
         Abort(handle.spawn(keep_alive(client.clone(), lease, inner.ttl, loss.clone())));
 
-    // Join the queue.
+    // Join the queue, and read it in the same round trip: the put is the transaction's last
+    // write, so the newest key is ours and the next newest is our predecessor.
     let put = Txn::new()
         .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
-        .and_then([TxnOp::put(
-            key.as_str(),
-            inner.metadata.as_str(),
-            Some(PutOptions::new().with_lease(lease)),
-        )]);
+        .and_then([
+            TxnOp::put(
+                key.as_str(),
+                inner.metadata.as_str(),
+                Some(PutOptions::new().with_lease(lease)),
+            ),
+            TxnOp::get(
+                queue.as_str(),
+                Some(
+                    GetOptions::new()
+                        .with_prefix()
+                        .with_sort(SortTarget::Create, SortOrder::Descend)
+                        .with_limit(2),
+                ),
+            ),
+            first_holder(&queue),
+        ]);
     let joined = request(&key, "creating the waiter's key", bound, async {
         client.txn(put).await
     })
@@ -857,6 +870,19 @@ async fn acquisition(
     }
     let fence = joined.header().map_or(0, |h| h.revision());
     debug!(key = %key, fence = fence, "joined the etcd lock queue");
+    let mut read = gets(&joined);
+    let newest = read.next().map(|g| g.kvs().to_vec()).unwrap_or_default();
+    let view = match newest.as_slice() {
+        [ours, rest @ ..] if ours.key() == key.as_bytes() => Some(QueueView {
+            revision: fence,
+            predecessor: rest.first().cloned(),
+            holder: read
+                .next()
+                .and_then(|g| g.kvs().first().map(EtcdHolder::from_kv)),
+        }),
+        // Not what a lone put produces: read the queue again.
+        _ => None,
+    };
 
     let deadline = match limit {
         Limit::Once => None,
@@ -866,6 +892,7 @@ async fn acquisition(
     let once = limit == Limit::Once;
     let wait = wait_turn(
         &mut client,
+        view,
         &key,
         &queue,
         fence,
@@ -951,6 +978,7 @@ impl From<Error> for Turn {
 #[allow(clippy::too_many_arguments)]
 async fn wait_turn(
     client: &mut Client,
+    mut view: Option<QueueView>,
     key: &str,
     queue: &str,
     fence: i64,
@@ -961,56 +989,15 @@ async fn wait_turn(
     bound: Duration,
 ) -> Result<(), Turn> {
     loop {
-        // In one transaction: our key is still ours, our predecessor, and the holder.
-        let check = Txn::new()
-            .when([Compare::create_revision(key, CompareOp::Equal, fence)])
-            .and_then([
-                TxnOp::get(
-                    queue,
-                    Some(
-                        GetOptions::new()
-                            .with_prefix()
-                            .with_max_create_revision(fence - 1)
-                            .with_sort(SortTarget::Create, SortOrder::Descend)
-                            .with_limit(1),
-                    ),
-                ),
-                TxnOp::get(
-                    queue,
-                    Some(
-                        GetOptions::new()
-                            .with_prefix()
-                            .with_sort(SortTarget::Create, SortOrder::Ascend)
-                            .with_limit(1),
-                    ),
-                ),
-            ]);
-        let checked = request(key, "reading the queue", bound, async {
-            client.txn(check).await
-        })
-        .await?;
-        if !checked.succeeded() {
-            let lost = match loss.lost() {
-                Some(lost) => lost,
-                None => LeaseCompromise::new(
-                    Path::new(key),
-                    &key[queue.len()..],
-                    0,
-                    CompromiseReason::KeyDeleted,
-                    None,
-                ),
-            };
-            return Err(Turn::Failed(lost_while_waiting(key, &lost)));
-        }
-        let revision = checked.header().map_or(0, |h| h.revision());
-        let mut gets = checked.op_responses().into_iter().filter_map(|r| match r {
-            TxnOpResponse::Get(get) => Some(get),
-            _ => None,
-        });
-        let predecessor = gets.next().and_then(|g| g.kvs().first().cloned());
-        let first = gets
-            .next()
-            .and_then(|g| g.kvs().first().map(EtcdHolder::from_kv));
+        let view = match view.take() {
+            Some(view) => view,
+            None => read_queue(client, key, queue, fence, loss, bound).await?,
+        };
+        let QueueView {
+            revision,
+            predecessor,
+            holder: first,
+        } = view;
         let Some(predecessor) = predecessor else {
             return Ok(());
         };
@@ -1037,6 +1024,85 @@ async fn wait_turn(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// What one read of the queue showed: its revision, our predecessor, and the holder.
+struct QueueView {
+    revision: i64,
+    predecessor: Option<etcd_client::KeyValue>,
+    holder: Option<EtcdHolder>,
+}
+
+/// A range read of the key with the lowest create revision under `queue`: the holder.
+fn first_holder(queue: &str) -> TxnOp {
+    TxnOp::get(
+        queue,
+        Some(
+            GetOptions::new()
+                .with_prefix()
+                .with_sort(SortTarget::Create, SortOrder::Ascend)
+                .with_limit(1),
+        ),
+    )
+}
+
+/// The range reads of a transaction's response, in order.
+fn gets(response: &etcd_client::TxnResponse) -> impl Iterator<Item = etcd_client::GetResponse> {
+    response.op_responses().into_iter().filter_map(|r| match r {
+        TxnOpResponse::Get(get) => Some(get),
+        _ => None,
+    })
+}
+
+/// Reads, in one transaction, that our key is still ours, our predecessor and the holder.
+async fn read_queue(
+    client: &mut Client,
+    key: &str,
+    queue: &str,
+    fence: i64,
+    loss: &Loss,
+    bound: Duration,
+) -> Result<QueueView, Turn> {
+    let check = Txn::new()
+        .when([Compare::create_revision(key, CompareOp::Equal, fence)])
+        .and_then([
+            TxnOp::get(
+                queue,
+                Some(
+                    GetOptions::new()
+                        .with_prefix()
+                        .with_max_create_revision(fence - 1)
+                        .with_sort(SortTarget::Create, SortOrder::Descend)
+                        .with_limit(1),
+                ),
+            ),
+            first_holder(queue),
+        ]);
+    let checked = request(key, "reading the queue", bound, async {
+        client.txn(check).await
+    })
+    .await?;
+    if !checked.succeeded() {
+        let lost = match loss.lost() {
+            Some(lost) => lost,
+            None => LeaseCompromise::new(
+                Path::new(key),
+                &key[queue.len()..],
+                0,
+                CompromiseReason::KeyDeleted,
+                None,
+            ),
+        };
+        return Err(Turn::Failed(lost_while_waiting(key, &lost)));
+    }
+    let mut read = gets(&checked);
+    Ok(QueueView {
+        revision: checked.header().map_or(0, |h| h.revision()),
+        predecessor: read.next().and_then(|g| g.kvs().first().cloned()),
+        holder: read
+            .next()
+            .and_then(|g| g.kvs().first().map(EtcdHolder::from_kv)),
+    })
 }
 
 /// The pause before a request is tried again after a failure.
