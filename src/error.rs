@@ -45,6 +45,12 @@ pub enum ErrorKind {
     /// A [`SoftFileLease`](crate::SoftFileLease) found a live lease on its path published
     /// with a different duration; every contender for a path must agree on it.
     LeaseMismatch,
+    /// An [`EtcdLock`](crate::EtcdLock) waiter's own lease ended before it got the lock:
+    /// etcd could not be reached for the lease's TTL, or the lease was revoked. (A hold that
+    /// is lost is reported by the guard instead.)
+    ///
+    /// Converts to [`io::ErrorKind::ConnectionAborted`].
+    LeaseLost,
     /// Any other I/O error; [`Error::source`](std::error::Error::source) has the details.
     Io,
 }
@@ -61,6 +67,7 @@ impl ErrorKind {
             ErrorKind::Unsupported => io::ErrorKind::Unsupported,
             ErrorKind::Protocol => io::ErrorKind::InvalidData,
             ErrorKind::LeaseMismatch => io::ErrorKind::InvalidInput,
+            ErrorKind::LeaseLost => io::ErrorKind::ConnectionAborted,
             ErrorKind::Io => io::ErrorKind::Other,
         }
     }
@@ -171,6 +178,15 @@ impl Error {
             repr(theirs),
             repr(ours)
         )));
+        e
+    }
+
+    /// An etcd waiter's lease ended before it got the lock.
+    #[cfg(feature = "etcd")]
+    pub(crate) fn lease_lost(path: &Path, detail: String, source: Option<io::Error>) -> Error {
+        let mut e = Error::new(ErrorKind::LeaseLost).with_path(path);
+        e.repr.detail = Some(Cow::Owned(detail));
+        e.repr.source = source;
         e
     }
 

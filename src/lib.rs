@@ -206,6 +206,8 @@ mod acquire;
 mod backoff;
 pub mod blocking;
 mod error;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod fault;
 mod guard;
 mod holder;
@@ -219,6 +221,8 @@ mod wait_hook;
 
 pub use backoff::Backoff;
 pub use error::{Error, ErrorKind};
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdConnection, EtcdHolder, EtcdLock, EtcdLockBuilder, EtcdLockGuard};
 pub use guard::FileLockGuard;
 pub use holder::Holder;
 pub use lock::{Acquire, FileLock, FileLockBuilder, SoftFallback};
@@ -272,6 +276,8 @@ pub mod __fuzz {
 
 /// The named futures returned by this crate's async methods.
 pub mod futures {
+    #[cfg(feature = "etcd")]
+    pub use crate::etcd::{EtcdAcquire, EtcdLost};
     pub use crate::lock::Acquire;
     pub use crate::rw::{ReadAcquire, WriteAcquire};
     pub use crate::soft::{AcquireLease, AcquireSoft, AcquireStrict};

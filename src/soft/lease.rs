@@ -34,16 +34,24 @@ pub enum CompromiseReason {
     /// A [`SoftRwLock`](crate::SoftRwLock) peer found this member's record unchanged for
     /// the stale threshold and evicted it (or its record was removed).
     Evicted,
+    /// An [`EtcdLock`](crate::EtcdLock)'s lease is gone: etcd answered a keep-alive for it
+    /// with a TTL of zero (it expired, or someone revoked it).
+    LeaseExpired,
+    /// An [`EtcdLock`](crate::EtcdLock)'s key was deleted while held.
+    KeyDeleted,
 }
 
 impl CompromiseReason {
-    /// The name Python filelock uses for this reason (`"marker-missing"`, ...).
+    /// The name Python filelock uses for this reason (`"marker-missing"`, ...); the etcd
+    /// reasons, which Python does not have, are named in the same style.
     pub fn as_str(self) -> &'static str {
         match self {
             CompromiseReason::MarkerMissing => "marker-missing",
             CompromiseReason::OwnerChanged => "owner-changed",
             CompromiseReason::RefreshFailed => "refresh-failed",
             CompromiseReason::Evicted => "evicted",
+            CompromiseReason::LeaseExpired => "lease-expired",
+            CompromiseReason::KeyDeleted => "key-deleted",
         }
     }
 }
