@@ -33,6 +33,7 @@ use tokio::task::JoinHandle;
 
 use crate::acquire::Limit;
 use crate::error::Action;
+use crate::holder::HeldBy;
 use crate::soft::lease::{LeaseCompromise, OnCompromise};
 use crate::trace::debug;
 use crate::{CompromiseReason, Error, ErrorKind};
@@ -922,9 +923,11 @@ async fn acquisition(
                 .as_ref()
                 .map(ToString::to_string);
             Some(if once {
-                Error::would_block(Path::new(&queue), false).with_holder(holder)
+                Error::would_block(Path::new(&queue), false)
+                    .with_holder(holder.map(HeldBy::Unprobeable))
             } else {
-                Error::timeout(Path::new(&queue), start.elapsed()).with_holder(holder)
+                Error::timeout(Path::new(&queue), start.elapsed())
+                    .with_holder(holder.map(HeldBy::Unprobeable))
             })
         }
     };
