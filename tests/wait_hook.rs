@@ -242,7 +242,13 @@ fn a_dropped_acquisition_never_calls_the_hook_again() {
     assert!(aborted.is_cancelled());
     assert_silent(&rx);
 
-    // A future polled once, then dropped.
+    // A future polled once, then dropped. Where attempts run on the blocking pool
+    // (Windows), one poll only starts the first attempt, so the acquisition never learns
+    // that it has to wait and the hook is never called.
+    if cfg!(windows) {
+        release(c);
+        return;
+    }
     futures_lite::future::block_on(async {
         let mut acquire = lock.acquire();
         assert!(futures_lite::future::poll_once(&mut acquire)
